@@ -1,0 +1,95 @@
+// errors.go owns minirun's error classes and how a failure reaches the user:
+// one line, "ERROR: ..." (or "FATAL: ..." for admin-file problems), exit 255.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"unicode/utf8"
+)
+
+// errClass groups refusals for tests and --debug output (spec/security.md).
+type errClass string
+
+const (
+	eUsage    errClass = "E_USAGE"    // bad arguments
+	ePerm     errClass = "E_PERM"     // the caller lacks access
+	ePolicy   errClass = "E_POLICY"   // admin policy forbids it
+	eConfig   errClass = "E_CONFIG"   // insecure or malformed admin file
+	eImage    errClass = "E_IMAGE"    // malformed or unsupported image or header
+	eAuth     errClass = "E_AUTH"     // wrong key
+	eResource errClass = "E_RESOURCE" // limits, exhaustion
+	eSystem   errClass = "E_SYSTEM"   // missing kernel feature, unexpected errno
+	eInternal errClass = "E_INTERNAL" // recovered panic, failed post-condition
+)
+
+// runError is every error minirun reports: a class and a message that
+// already names the object and the cause.
+type runError struct {
+	class errClass
+	msg   string
+	err   error
+}
+
+func (e *runError) Error() string { return e.msg }
+
+func (e *runError) Unwrap() error { return e.err }
+
+// failf makes a classed error; a trailing %w argument is kept for errors.Is.
+func failf(class errClass, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return &runError{class: class, msg: err.Error(), err: errors.Unwrap(err)}
+}
+
+// classOf returns the class of err, E_INTERNAL for an unclassed error.
+func classOf(err error) errClass {
+	var re *runError
+	if errors.As(err, &re) {
+		return re.class
+	}
+	return eInternal
+}
+
+// errorLine is the one line printed for err.
+func errorLine(err error) string {
+	prefix := "ERROR: "
+	if classOf(err) == eConfig {
+		prefix = "FATAL: "
+	}
+	return prefix + escapeText(err.Error())
+}
+
+// fatal prints err as one line and exits 255; debug adds the class.
+func fatal(err error, debug bool) {
+	line := errorLine(err)
+	if debug {
+		line += " [" + string(classOf(err)) + "]"
+	}
+	os.Stderr.WriteString(line + "\n")
+	os.Exit(255)
+}
+
+func warnf(format string, args ...any) {
+	os.Stderr.WriteString("WARNING: " + escapeText(fmt.Sprintf(format, args...)) + "\n")
+}
+
+// escapeText makes user-supplied text safe for a terminal: control bytes and
+// invalid UTF-8 become \xNN, so a hostile path cannot inject escapes or lines.
+func escapeText(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1, r < 0x20, r == 0x7f, r >= 0x80 && r < 0xa0:
+			for j := 0; j < size; j++ {
+				fmt.Fprintf(&b, "\\x%02x", s[i+j])
+			}
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}

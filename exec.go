@@ -1,0 +1,268 @@
+// exec.go owns the launch, start to execve, in order. Read it top to bottom:
+// each step says what it guards against. Mount work is in ns.go, devices in
+// loop.go, credentials in creds.go.
+package main
+
+import (
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// caller is who ran minirun, captured once at entry from the kernel.
+type caller struct {
+	uid, gid int
+	groups   []int
+	setuid   bool // euid 0 through the setuid bit, real uid not 0
+}
+
+func (c caller) root() bool { return c.uid == 0 }
+
+// launch runs the container for o and, on success, never returns: this
+// thread execs the payload and minirun is gone.
+func launch(o *options) error {
+	// 1. Who is asking, from the kernel, before anything else can change it.
+	who, err := currentCaller()
+	if err != nil {
+		return err
+	}
+	if unix.Geteuid() != 0 {
+		return launchUnprivileged(o, who)
+	}
+
+	// Signals during setup end the run cleanly (exit 255) instead of taking
+	// the runtime's crash path; execve resets these handlers.
+	abortOnSignals()
+
+	// 2. Admin policy. The paths are compiled in; the files are trusted only
+	// after checks on their descriptors (R5).
+	cfg, err := loadConfig(sysconfdir)
+	if err != nil {
+		return err
+	}
+	if who.setuid && !cfg.allowSetuid {
+		return launchUnprivileged(o, who)
+	}
+	if err := checkNamespacePolicy(o, cfg, who); err != nil {
+		return err
+	}
+	user := lookupAccount(who.uid, who.gid)
+
+	// 3. Everything the caller names is opened with the caller's filesystem
+	// credentials, then used only through descriptors (R1).
+	plan, err := openAsCaller(o, who, user, cfg)
+	if err != nil {
+		return err
+	}
+
+	// 4. The image: what it is, and whether policy lets this caller run it.
+	rootfs, err := inspectImage(plan.image, o.image, who, cfg)
+	if err != nil {
+		return err
+	}
+
+	// 5. Detached copies of every host directory that will be bound in,
+	// made now in the host namespace (the kernel refuses to bind across
+	// namespaces later) with nosuid/nodev/ro already set (R2).
+	if err := plan.cloneTrees(rootfs); err != nil {
+		return err
+	}
+
+	// 6. Devices: a read-only autoclear loop device; it disappears with the
+	// last mount even if we are killed right after this (R12).
+	if rootfs.format != "dir" {
+		plan.loop, err = attachLoop(plan.image, rootfs.offset, rootfs.size, who.uid)
+		if err != nil {
+			return err
+		}
+	}
+
+	// 7. The container, on this one locked thread, which also calls execve:
+	// namespaces and mounts are per thread until then (security.md §3).
+	runtime.LockOSThread()
+	var set capSet // no capabilities for anyone yet
+	nnp := true
+	if o.pid {
+		return launchWithInit(o, who, user, cfg, plan, rootfs, set, nnp)
+	}
+	if err := buildContainer(o, who, user, cfg, plan, rootfs); err != nil {
+		return err
+	}
+
+	// 8. Identity: the caller's ids and groups, no capabilities,
+	// no_new_privs, TIOCSTI blocked; read back before anything runs (R13).
+	if err := dropToCaller(who, set, nnp); err != nil {
+		return err
+	}
+
+	// 9. The payload, from this thread. Nothing of minirun remains.
+	return execPayload(o, who, user, plan)
+}
+
+func currentCaller() (caller, error) {
+	ruid, euid, _ := unix.Getresuid()
+	rgid, _, _ := unix.Getresgid()
+	groups, err := unix.Getgroups()
+	if err != nil {
+		return caller{}, failf(eSystem, "read supplementary groups: %w", err)
+	}
+	return caller{uid: ruid, gid: rgid, groups: groups, setuid: euid == 0 && ruid != 0}, nil
+}
+
+// execPayload enters the working directory and replaces this process with
+// the command. It runs as the caller, after the drop.
+func execPayload(o *options, who caller, user account, plan *launchPlan) error {
+	env := payloadEnv(plan.callerEnv, user, o.cleanEnv, o.env)
+	argv := payloadArgv(o)
+	path, err := lookPathInside(argv[0], env)
+	if err != nil {
+		return err
+	}
+	if err := enterWorkdir(o, user, plan.cwd); err != nil {
+		return err
+	}
+
+	// The caller's limits and umask come back; descriptors they passed in
+	// beyond 0-2 do not cross into the container (R8).
+	restoreCallerLimits(plan)
+	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	err = syscall.Exec(path, argv, env)
+	return failf(eUsage, "execute %s in the container: %w", escapeText(argv[0]), err)
+}
+
+// payloadArgv is the command line the container runs.
+func payloadArgv(o *options) []string {
+	switch o.command {
+	case "run":
+		if _, err := os.Stat(runscriptPath); err == nil {
+			return append([]string{runscriptPath}, o.args...)
+		}
+		return append([]string{"/bin/sh"}, o.args...)
+	case "shell":
+		return append([]string{"/bin/sh"}, o.args...)
+	}
+	return o.args
+}
+
+const runscriptPath = "/.singularity.d/runscript"
+
+// checkNamespacePolicy refuses namespaces the admin does not allow.
+func checkNamespacePolicy(o *options, cfg config, who caller) error {
+	if who.root() {
+		return nil
+	}
+	for _, ns := range []struct {
+		name string
+		on   bool
+	}{{"pid", o.pid}, {"ipc", o.ipc}, {"uts", o.uts}, {"net", o.net}} {
+		if ns.on && !containsString(cfg.allowNamespaces, ns.name) {
+			return failf(ePolicy, "--%s: the administrator does not allow new %s namespaces", ns.name, ns.name)
+		}
+	}
+	return nil
+}
+
+// inspectImage says what the opened image is and whether this caller may
+// run that kind; parsing is bounded and happens before any device exists.
+func inspectImage(f *os.File, name string, who caller, cfg config) (imageRootfs, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return imageRootfs{}, failf(eSystem, "stat image %s: %w", escapeText(name), err)
+	}
+	var rootfs imageRootfs
+	kind := "dir"
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		rootfs.format = "dir"
+	case unix.S_IFREG:
+		var err error
+		if rootfs, err = locateRootfs(f, st.Size, name); err != nil {
+			return imageRootfs{}, err
+		}
+		kind = rootfs.format
+		if rootfs.kind == rootfsEncrypted {
+			kind = "encrypted"
+		}
+	default:
+		return imageRootfs{}, failf(eImage, "image %s is not a regular file or a directory", escapeText(name))
+	}
+	if !who.root() && !containsString(cfg.allowContainer, kind) {
+		return imageRootfs{}, failf(ePolicy, "image %s: the administrator does not allow %s images (allow_container)", escapeText(name), kind)
+	}
+	if kind == "encrypted" {
+		return imageRootfs{}, failf(eImage, "image %s is encrypted; this minirun cannot open encrypted images yet", escapeText(name))
+	}
+	return rootfs, nil
+}
+
+// lookPathInside finds the command in the payload's PATH, inside the
+// container, as the caller.
+func lookPathInside(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	pathList, _ := lookEnv(env, "PATH")
+	for _, dir := range strings.Split(pathList, ":") {
+		if dir == "" {
+			dir = "."
+		}
+		candidate := dir + "/" + name
+		var st unix.Stat_t
+		if unix.Stat(candidate, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && unix.Access(candidate, unix.X_OK) == nil {
+			return candidate, nil
+		}
+	}
+	return "", failf(eUsage, "%s: command not found in the container", escapeText(name))
+}
+
+// enterWorkdir changes to --pwd, else the caller's directory, else home,
+// else /. Paths are resolved inside the container's root only, and magic
+// links are refused, so no host directory can become the cwd (R8).
+func enterWorkdir(o *options, user account, cwd string) error {
+	try := func(p string) error {
+		fd, err := unix.Openat2(unix.AT_FDCWD, p, &unix.OpenHow{
+			Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+		})
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Fchdir(fd)
+	}
+	if o.pwd != "" {
+		if err := try(o.pwd); err != nil {
+			return failf(eUsage, "--pwd %s: cannot enter it in the container: %w", escapeText(o.pwd), err)
+		}
+		return nil
+	}
+	for _, p := range []string{cwd, user.home, "/"} {
+		if p != "" && try(p) == nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// savedLimit is one of the caller's resource limits, restored for the payload.
+type savedLimit struct {
+	resource int
+	limit    unix.Rlimit
+}
+
+func (p *launchPlan) saveCallerLimits() {
+	p.callerUmask = callerUmask
+	p.callerLimits = []savedLimit{{unix.RLIMIT_CORE, callerCoreLimit}}
+}
+
+// restoreCallerLimits gives the payload the caller's umask and core limit;
+// RLIMIT_NOFILE is restored by syscall.Exec itself.
+func restoreCallerLimits(p *launchPlan) {
+	for _, l := range p.callerLimits {
+		unix.Setrlimit(l.resource, &l.limit)
+	}
+	unix.Umask(p.callerUmask)
+}

@@ -1,0 +1,138 @@
+// setuid.go owns what a setuid-root program must do before it trusts
+// anything: stay non-dumpable (R6), repair fds 0-2 (R8), keep the Go
+// runtime's variables from steering it (R7), and drop all privilege for
+// subcommands that need none.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	maxEnvEntries = 4096
+	maxEnvBytes   = 1 << 20
+)
+
+// setuidHygiene runs first in main, before any flag or file is read.
+func setuidHygiene() {
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+	// Since Linux 5.18 argc 0 arrives as one empty argv[0] (CVE-2021-4034).
+	if len(os.Args) < 1 || os.Args[0] == "" {
+		fatal(failf(eUsage, "invoked without argv[0]"), false)
+	}
+
+	// A closed 0, 1 or 2 would make our next open land there, and a later
+	// write "to stderr" would go into that file.
+	for fd := 0; fd <= 2; fd++ {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == unix.EBADF {
+			null, err := unix.Open("/dev/null", unix.O_RDWR, 0)
+			if err != nil {
+				os.Exit(255)
+			}
+			if null != fd {
+				unix.Dup3(null, fd, 0)
+				unix.Close(null)
+			}
+		}
+	}
+
+	env := syscall.Environ()
+	clean, changed, err := scrubEnviron(env)
+	if err != nil {
+		fatal(err, false)
+	}
+	if changed {
+		reexecClean(clean)
+	}
+
+	// The privileged process never leaves a core file behind, and creates
+	// nothing others can read; the payload gets the caller's values back.
+	unix.Getrlimit(unix.RLIMIT_CORE, &callerCoreLimit)
+	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})
+	callerUmask = unix.Umask(077)
+}
+
+var (
+	callerCoreLimit unix.Rlimit
+	callerUmask     int
+)
+
+// abortOnSignals makes INT, TERM, HUP, QUIT, USR1 and USR2 during setup end
+// the run with one line and status 255; execve resets the handlers.
+func abortOnSignals() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	go func() {
+		s := <-ch
+		fatal(failf(eSystem, "interrupted by %v during setup", s), false)
+	}()
+}
+
+// scrubEnviron drops GO* names (the runtime reads GODEBUG, GOGC, GOMAXPROCS…
+// before main runs), entries without '=' and duplicate names (the first
+// wins, as getenv sees it). GOTRACEBACK=none alone does not ask for a
+// re-exec: the runtime itself forces exactly that into a setuid process's
+// environment, so it would otherwise re-execute forever.
+func scrubEnviron(env []string) (clean []string, changed bool, err error) {
+	if len(env) > maxEnvEntries {
+		return nil, false, failf(eUsage, "environment has %d entries (limit %d)", len(env), maxEnvEntries)
+	}
+	total := 0
+	seen := make(map[string]bool, len(env))
+	for _, kv := range env {
+		total += len(kv) + 1
+		name, _, ok := strings.Cut(kv, "=")
+		if !ok || name == "" || strings.HasPrefix(name, "GO") || seen[name] {
+			changed = changed || kv != "GOTRACEBACK=none" || seen[name]
+			seen[name] = true
+			continue
+		}
+		seen[name] = true
+		clean = append(clean, kv)
+	}
+	if total > maxEnvBytes {
+		return nil, false, failf(eUsage, "environment is %d bytes (limit %d)", total, maxEnvBytes)
+	}
+	return clean, changed, nil
+}
+
+// reexecClean starts this same binary again with the cleaned environment,
+// through an O_PATH descriptor of /proc/self/exe so no path is looked up
+// again. The second process passes the scan by construction; no marker
+// variable. syscall.Exec (not a raw execveat) keeps the runtime from
+// creating threads while the kernel replaces the process.
+func reexecClean(env []string) {
+	fd, err := unix.Open("/proc/self/exe", unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		fatal(failf(eSystem, "open /proc/self/exe: %w", err), false)
+	}
+	err = syscall.Exec("/proc/self/fd/"+strconv.Itoa(fd), os.Args, env)
+	fatal(failf(eSystem, "re-execute minirun with a clean environment: %w", err), false)
+}
+
+// dropPrivileges is for subcommands that need no privilege: the caller's ids
+// on every thread, and no capability left anywhere (R7).
+func dropPrivileges() {
+	uid, gid := unix.Getuid(), unix.Getgid()
+	if unix.Geteuid() == uid && unix.Getegid() == gid && uid != 0 {
+		return
+	}
+	if uid == 0 {
+		return // root asked for help or a version: nothing to give away
+	}
+	if err := syscall.Setresgid(gid, gid, gid); err != nil {
+		fatal(failf(eSystem, "drop group privileges: %w", err), false)
+	}
+	if err := syscall.Setresuid(uid, uid, uid); err != nil {
+		fatal(failf(eSystem, "drop user privileges: %w", err), false)
+	}
+	runtime.Gosched()
+}
