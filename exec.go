@@ -49,6 +49,13 @@ func launch(o *options) error {
 	if err := checkNamespacePolicy(o, cfg, who); err != nil {
 		return err
 	}
+	// The capability set for this run: what root keeps or what the grant
+	// file lets this caller add (spec/capabilities.md). An insecure or
+	// malformed grant file stops every non-root run here.
+	caps, err := decideCapabilities(o, who, cfg)
+	if err != nil {
+		return err
+	}
 	user := lookupAccount(who.uid, who.gid)
 
 	// 3. Everything the caller names is opened with the caller's filesystem
@@ -83,18 +90,17 @@ func launch(o *options) error {
 	// 7. The container, on this one locked thread, which also calls execve:
 	// namespaces and mounts are per thread until then (security.md §3).
 	runtime.LockOSThread()
-	var set capSet // no capabilities for anyone yet
-	nnp := true
 	if o.pid {
-		return launchWithInit(o, who, user, cfg, plan, rootfs, set, nnp)
+		return launchWithInit(o, who, user, cfg, plan, rootfs, caps.Set, caps.NoNewPrivs)
 	}
 	if err := buildContainer(o, who, user, cfg, plan, rootfs); err != nil {
 		return err
 	}
 
-	// 8. Identity: the caller's ids and groups, no capabilities,
-	// no_new_privs, TIOCSTI blocked; read back before anything runs (R13).
-	if err := dropToCaller(who, set, nnp); err != nil {
+	// 8. Identity: the caller's ids and groups, exactly the computed
+	// capabilities in all five sets, no_new_privs for non-root, TIOCSTI
+	// blocked; everything read back before anything runs (R13).
+	if err := dropToCaller(who, caps.Set, caps.NoNewPrivs); err != nil {
 		return err
 	}
 
@@ -148,6 +154,43 @@ func payloadArgv(o *options) []string {
 }
 
 const runscriptPath = "/.singularity.d/runscript"
+
+// decideCapabilities computes the container's capability set and prints
+// the policy's warnings. Group names for grants are looked up by getent
+// running as root without supplementary groups (capabilities.md §5.4): run
+// as the caller, the caller could ptrace it and forge a group name.
+func decideCapabilities(o *options, who caller, cfg config) (capDecision, error) {
+	last, err := lastCap()
+	if err != nil {
+		return capDecision{}, err
+	}
+	host, err := hostAvailable(last)
+	if err != nil {
+		return capDecision{}, err
+	}
+	if err := requireLaunchCaps(host); err != nil {
+		return capDecision{}, err
+	}
+	c := capCaller{UID: who.uid, GID: who.gid, Groups: who.groups}
+	names := newNameLookup(newGetent(&syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}))
+	d, err := decideCaps(capPolicyInput{
+		Caller: c,
+		Config: &cfg,
+		Flags:  capFlags{AddCaps: o.addCaps, DropCaps: o.dropCaps, KeepPrivs: o.keepPrivs, NoPrivs: o.noPrivs},
+		Last:   last,
+		Host:   host,
+		Grants: callerGrantsFunc(c, grantFilePath(sysconfdir), readTrustedFile, names),
+	})
+	if !o.quiet || err != nil {
+		for _, w := range d.Warnings {
+			warnf("%s", w)
+		}
+	}
+	if err == nil && o.debug {
+		os.Stderr.WriteString("DEBUG: capabilities " + d.Set.hex() + " (" + d.Set.String() + ")\n")
+	}
+	return d, err
+}
 
 // checkNamespacePolicy refuses namespaces the admin does not allow.
 func checkNamespacePolicy(o *options, cfg config, who caller) error {

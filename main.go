@@ -34,6 +34,9 @@ type options struct {
 	pid, ipc, uts, net bool
 	hostname           string
 
+	addCaps, dropCaps  []string
+	keepPrivs, noPrivs bool
+
 	quiet, verbose, debug bool
 }
 
@@ -71,6 +74,13 @@ func main() {
 		if err := launch(o); err != nil {
 			fatal(err, o.debug)
 		}
+	case "capability":
+		if os.Getuid() != 0 {
+			dropPrivileges() // list and avail need nothing; add/drop/import refuse
+		}
+		if err := capabilityCommand(rest, sysconfdir); err != nil {
+			fatal(err, false)
+		}
 	case "version", "--version":
 		dropPrivileges()
 		fmt.Println("minirun version " + version)
@@ -95,6 +105,7 @@ Usage:
   minirun exec [options] IMAGE COMMAND [ARG...]   run COMMAND in the container
   minirun run [options] IMAGE [ARG...]            run the image's runscript (else /bin/sh)
   minirun shell [options] IMAGE [ARG...]          start /bin/sh in the container
+  minirun capability add|drop|list|avail|import   manage capability grants (see 'minirun capability --help')
   minirun version                                 print the version
   minirun help [COMMAND]                          show help for a command
 
@@ -126,6 +137,9 @@ func commandUsage(cmd string, w io.Writer) bool {
 		return true
 	case "help":
 		fmt.Fprintln(w, "minirun help [COMMAND]\n\nShow the list of commands, or the options of COMMAND.")
+		return true
+	case "capability":
+		capabilityCommand([]string{"--help"}, sysconfdir)
 		return true
 	}
 	return false
@@ -169,6 +183,10 @@ func launchFlags(cmd string, o *options) (*flag.FlagSet, *[]string) {
 	fs.BoolVar(&o.verbose, "v", false, "")
 	fs.BoolVar(&o.debug, "debug", false, "")
 	fs.BoolVar(&o.debug, "d", false, "")
+	fs.Var(listFlag{&o.addCaps}, "add-caps", "")
+	fs.Var(listFlag{&o.dropCaps}, "drop-caps", "")
+	fs.BoolVar(&o.keepPrivs, "keep-privs", false, "")
+	fs.BoolVar(&o.noPrivs, "no-privs", false, "")
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "Usage: %s\n", launchSynopsis[cmd])
@@ -192,6 +210,12 @@ Options (they end at IMAGE; everything after IMAGE belongs to the command):
       --uts                     new UTS namespace (implied by --hostname)
       --hostname NAME           host name inside the container
   -n, --net                     new network namespace with only loopback, up
+      --add-caps CAPS           capabilities to add (comma list, any case, CAP_
+                                optional, or "all"); a non-root caller gets only
+                                what capability.toml grants them
+      --drop-caps CAPS          capabilities to drop (applied last)
+      --keep-privs              (root only) keep every capability the host allows
+      --no-privs                no capabilities and no_new_privs, even for root
   -q, --quiet                   print only errors
   -v, --verbose                 say what is being set up
   -d, --debug                   print each setup step and error classes

@@ -31,6 +31,9 @@ func launchUnprivileged(o *options, who caller) error {
 			return failf(eSystem, "drop uid: %w", err)
 		}
 	}
+	if len(o.addCaps) > 0 || o.keepPrivs {
+		warnf("capabilities need the setuid install of minirun; running without any")
+	}
 	// Nothing privileged is left in this process, and the kernel lets us
 	// write the child's uid_map only while we are dumpable.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
