@@ -4,6 +4,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"runtime"
 	"strings"
@@ -81,8 +82,7 @@ func launch(o *options) error {
 	// 6. Devices: a read-only autoclear loop device; it disappears with the
 	// last mount even if we are killed right after this (R12).
 	if rootfs.format != "dir" {
-		plan.loop, err = attachLoop(plan.image, rootfs.offset, rootfs.size, who.uid)
-		if err != nil {
+		if err := plan.attachImage(rootfs, who, cfg); err != nil {
 			return err
 		}
 	}
@@ -239,6 +239,52 @@ func inspectImage(f *os.File, name string, who caller, cfg config) (imageRootfs,
 		return imageRootfs{}, failf(eImage, "image %s is encrypted; this minirun cannot open encrypted images yet", escapeText(name))
 	}
 	return rootfs, nil
+}
+
+// attachImage gives the image's squashfs a loop device. An image the caller
+// can change while it is mounted is handled as the admin chose in
+// user_writable_images (security.md R11): run it, refuse it, or mount a
+// sealed in-memory copy whose bytes cannot change underneath the kernel.
+func (p *launchPlan) attachImage(rootfs imageRootfs, who caller, cfg config) (err error) {
+	backing, offset := p.image, rootfs.offset
+	if p.imageWritable && !who.root() {
+		switch cfg.userWritableImages {
+		case "refuse":
+			return failf(ePolicy, "image %s can be modified by you; the administrator does not allow such images (user_writable_images = \"refuse\")", p.image.Name())
+		case "sealed-copy":
+			if backing, err = sealedCopy(p.image, rootfs.offset, rootfs.size, cfg.sealedCopyMaxMiB); err != nil {
+				return err
+			}
+			defer backing.Close() // the loop device holds its own reference
+			offset = 0
+		}
+	}
+	p.loop, err = attachLoop(backing, offset, rootfs.size, who.uid)
+	return err
+}
+
+// sealedCopy copies the partition into a memfd sealed against any change.
+func sealedCopy(image *os.File, offset, size, maxMiB int64) (*os.File, error) {
+	if size > maxMiB<<20 {
+		return nil, failf(ePolicy, "image %s: partition of %d MiB is larger than sealed_copy_max_mib (%d)", image.Name(), size>>20, maxMiB)
+	}
+	fd, err := unix.MemfdCreate("minirun-sealed", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, failf(eSystem, "create sealed copy: %w", err)
+	}
+	mem := os.NewFile(uintptr(fd), "sealed copy of "+image.Name())
+	n, err := io.Copy(mem, io.NewSectionReader(image, offset, size))
+	if err == nil && n != size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil {
+		_, err = unix.FcntlInt(mem.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE|unix.F_SEAL_SEAL)
+	}
+	if err != nil {
+		mem.Close()
+		return nil, failf(eSystem, "copy %s into sealed memory: %w", image.Name(), err)
+	}
+	return mem, nil
 }
 
 // lookPathInside finds the command in the payload's PATH, inside the

@@ -17,8 +17,9 @@ import (
 
 // launchPlan holds what the launch has opened and decided, as descriptors.
 type launchPlan struct {
-	image     *os.File
-	imageStat unix.Stat_t
+	image         *os.File
+	imageStat     unix.Stat_t
+	imageWritable bool // the caller owns or can write the image (R11)
 	loop      *os.File
 	rootTree  int // detached copy of a directory image
 
@@ -81,6 +82,8 @@ func openAsCaller(o *options, who caller, user account, cfg config) (*launchPlan
 			return err
 		}
 		plan.image = f
+		// Asked on this thread, so the answer is the caller's.
+		plan.imageWritable = unix.Faccessat2(int(f.Fd()), "", unix.W_OK, unix.AT_EMPTY_PATH|unix.AT_EACCESS) == nil
 		for _, w := range wants {
 			fd, dir, err := openBindSource(w.src)
 			if err != nil {
@@ -103,6 +106,7 @@ func openAsCaller(o *options, who caller, user account, cfg config) (*launchPlan
 	if err := unix.Fstat(int(plan.image.Fd()), &plan.imageStat); err != nil {
 		return nil, failf(eSystem, "stat %s: %w", o.image, err)
 	}
+	plan.imageWritable = plan.imageWritable || int(plan.imageStat.Uid) == who.uid
 	return plan, nil
 }
 
