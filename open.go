@@ -20,8 +20,8 @@ type launchPlan struct {
 	image         *os.File
 	imageStat     unix.Stat_t
 	imageWritable bool // the caller owns or can write the image (R11)
-	loop      *os.File
-	rootTree  int // detached copy of a directory image
+	loop          *os.File
+	rootTree      int // detached copy of a directory image
 
 	binds []hostBind // in mount order: /tmp, /var/tmp, home, cwd, user binds
 	cwd   string     // the caller's working directory (host path)

@@ -9,7 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
-		"os/signal"
+	"os/signal"
 	"strconv"
 	"syscall"
 
