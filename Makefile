@@ -14,9 +14,9 @@ FUZZTIME   ?= 30s
 
 export CGO_ENABLED = 0
 
-# command -> Debian package, for everything the tests and the demo run.
-DEB_TOOLS := mksquashfs:squashfs-tools busybox:busybox-static cryptsetup:cryptsetup-bin \
-             capsh:libcap2-bin setpriv:util-linux useradd:passwd
+# Debian packages for everything the tests and the demo run (busybox-static,
+# not busybox: it is copied into test images that have no libc).
+DEB_PKGS := squashfs-tools busybox-static cryptsetup-bin libcap2-bin util-linux passwd
 
 .PHONY: all install demo test fuzz deps clean FORCE
 
@@ -42,8 +42,8 @@ install: minirun
 # Debian packages the tests and the demo use: installed when missing and we
 # are root, otherwise named in one line.
 deps:
-	@missing=""; for pair in $(DEB_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
-	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	@missing=""; for pkg in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -6,6 +6,10 @@ set -eu
 dir=$1
 busybox=${BUSYBOX:-$(command -v busybox || echo /bin/busybox)}
 [ -x "$busybox" ] || { echo "mkrootfs.sh: $busybox missing (apt-get install busybox-static)" >&2; exit 1; }
+case $(ldd "$busybox" 2>&1) in
+*"not a dynamic"*|*"statically linked"*) ;;
+*) echo "mkrootfs.sh: $busybox is dynamically linked; the image needs busybox-static" >&2; exit 1 ;;
+esac
 rm -rf "$dir"
 mkdir -p "$dir/bin" "$dir/sbin" "$dir/usr/bin" "$dir/usr/sbin" "$dir/etc" "$dir/proc" "$dir/sys" \
 	"$dir/dev" "$dir/tmp" "$dir/var/tmp" "$dir/home" "$dir/root" "$dir/.singularity.d"
