@@ -1,0 +1,199 @@
+package main
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseBindSpec(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    bindSpec
+		wantErr bool
+	}{
+		{in: "/data", want: bindSpec{src: "/data", dst: "/data", writable: true}},
+		{in: "/data:/mnt", want: bindSpec{src: "/data", dst: "/mnt", writable: true}},
+		{in: "/data:/mnt:ro", want: bindSpec{src: "/data", dst: "/mnt"}},
+		{in: "/data:/mnt:rw", want: bindSpec{src: "/data", dst: "/mnt", writable: true}},
+		{in: "rel:/mnt", want: bindSpec{src: "rel", dst: "/mnt", writable: true}},
+		{in: "/data::ro", want: bindSpec{src: "/data", dst: "/data"}},
+		{in: "", wantErr: true},
+		{in: ":/mnt", wantErr: true},
+		{in: "/data:/mnt:rx", wantErr: true},
+		{in: "/a:/b:ro:x", wantErr: true},
+		{in: "/data:mnt", wantErr: true},
+		{in: "/data:/mnt/../etc", wantErr: true},
+		{in: "/data:/mnt/", wantErr: true},
+		{in: "/data:/", wantErr: true},
+		{in: "/data:/proc", wantErr: true},
+		{in: "/data:/proc/sys/kernel", wantErr: true},
+		{in: "/data:/sys/x", wantErr: true},
+		{in: "/data:/dev/null", wantErr: true},
+		{in: "/data:/devices", want: bindSpec{src: "/data", dst: "/devices", writable: true}},
+		{in: "/da\x00ta:/mnt", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parseBindSpec(tt.in)
+		if tt.wantErr {
+			if err == nil || classOf(err) != eUsage {
+				t.Errorf("parseBindSpec(%q) = %+v, %v; want an E_USAGE error", tt.in, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("parseBindSpec(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func FuzzBindSpec(f *testing.F) {
+	for _, s := range []string{"/a", "/a:/b", "/a:/b:ro", "/a:/proc/x", "a:b:c:d", "/a:/b/../c", ":"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b, err := parseBindSpec(s)
+		if err != nil {
+			return
+		}
+		if !strings.HasPrefix(b.dst, "/") || reservedDest(b.dst) || strings.Contains(b.dst, "/..") ||
+			strings.ContainsRune(s, 0) || (len(b.dst) > 1 && strings.HasSuffix(b.dst, "/")) {
+			t.Fatalf("accepted bad bind %q: %+v", s, b)
+		}
+		mode := "rw"
+		if !b.writable {
+			mode = "ro"
+		}
+		again, err := parseBindSpec(b.src + ":" + b.dst + ":" + mode)
+		if err != nil || again != b {
+			t.Fatalf("round trip of %q: %+v, %v", s, again, err)
+		}
+	})
+}
+
+func TestScrubEnviron(t *testing.T) {
+	clean, changed, err := scrubEnviron([]string{"A=1", "GODEBUG=inittrace=1", "B", "A=2", "GOTRACEBACK=none", "C=3"})
+	if err != nil || !changed {
+		t.Fatalf("changed=%v err=%v", changed, err)
+	}
+	if want := []string{"A=1", "C=3"}; !reflect.DeepEqual(clean, want) {
+		t.Fatalf("clean = %q, want %q", clean, want)
+	}
+	// The runtime itself puts GOTRACEBACK=none into a setuid process's
+	// environment: that alone must not ask for a re-exec (it would loop).
+	if _, changed, _ := scrubEnviron([]string{"A=1", "GOTRACEBACK=none"}); changed {
+		t.Fatal("GOTRACEBACK=none alone asked for a re-exec")
+	}
+	if _, changed, _ := scrubEnviron([]string{"A=1", "GOTRACEBACK=crash"}); !changed {
+		t.Fatal("GOTRACEBACK=crash did not ask for a re-exec")
+	}
+	big := make([]string, maxEnvEntries+1)
+	for i := range big {
+		big[i] = "X=1"
+	}
+	if _, _, err := scrubEnviron(big); classOf(err) != eUsage {
+		t.Fatalf("too many entries: %v", err)
+	}
+	if _, _, err := scrubEnviron([]string{"X=" + strings.Repeat("x", maxEnvBytes)}); classOf(err) != eUsage {
+		t.Fatalf("too large: %v", err)
+	}
+}
+
+func FuzzEnvScan(f *testing.F) {
+	f.Add("A=1\x00GOGC=1\x00B\x00A=2")
+	f.Fuzz(func(t *testing.T, raw string) {
+		clean, _, err := scrubEnviron(strings.Split(raw, "\x00"))
+		if err != nil {
+			return
+		}
+		seen := map[string]bool{}
+		for _, kv := range clean {
+			name, _, ok := strings.Cut(kv, "=")
+			if !ok || name == "" || strings.HasPrefix(name, "GO") || seen[name] {
+				t.Fatalf("scrubbed environment kept %q", kv)
+			}
+			seen[name] = true
+		}
+	})
+}
+
+func TestPayloadEnv(t *testing.T) {
+	user := account{name: "alice", home: "/home/alice"}
+	caller := []string{"FOO=bar", "PATH=/evil", "HOME=/tmp/x", "USER=mallory", "LD_LIBRARY_PATH=/x",
+		"GOFLAGS=x", "MINIRUN_ENCRYPTION_PASSPHRASE=secret", "LANG=C.UTF-8", "LC_ALL=C", "SLURM_JOB_ID=7"}
+	env := payloadEnv(caller, user, false, []string{"EXTRA=1", "FOO=baz"})
+	want := map[string]string{"FOO": "baz", "PATH": containerPath, "HOME": "/home/alice", "USER": "alice",
+		"LOGNAME": "alice", "LANG": "C.UTF-8", "LC_ALL": "C", "SLURM_JOB_ID": "7", "EXTRA": "1"}
+	got := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		if _, dup := got[k]; dup {
+			t.Errorf("duplicate %s", k)
+		}
+		got[k] = v
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("payloadEnv = %v\nwant %v", got, want)
+	}
+	clean := payloadEnv(caller, user, true, nil)
+	for _, kv := range clean {
+		if strings.HasPrefix(kv, "FOO=") || strings.HasPrefix(kv, "SLURM_") {
+			t.Errorf("--cleanenv kept %q", kv)
+		}
+	}
+	if v, _ := lookEnv(clean, "LANG"); v != "C.UTF-8" {
+		t.Errorf("--cleanenv dropped LANG: %q", clean)
+	}
+}
+
+func TestCheckEnvFlag(t *testing.T) {
+	for _, ok := range []string{"A=1", "_x=", "A1=a=b"} {
+		if err := checkEnvFlag(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"A", "1A=x", "=x", "A-B=1", "MINIRUN_X=1", "A=" + strings.Repeat("x", maxEnvLength)} {
+		if err := checkEnvFlag(bad); classOf(err) != eUsage {
+			t.Errorf("%q: got %v, want E_USAGE", bad, err)
+		}
+	}
+}
+
+func TestEscapeText(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain /path": "plain /path",
+		"a\nb":        `a\x0ab`,
+		"\x1b[31mred": `\x1b[31mred`,
+		"bad\xffutf8": `bad\xffutf8`,
+		"grüße":       "grüße",
+	} {
+		if got := escapeText(in); got != want {
+			t.Errorf("escapeText(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if line := errorLine(failf(eImage, "image %s: bad", "x\ny")); line != `ERROR: image x\x0ay: bad` {
+		t.Errorf("errorLine = %q", line)
+	}
+	if line := errorLine(failf(eConfig, "f:1: bad")); !strings.HasPrefix(line, "FATAL: ") {
+		t.Errorf("config errors are FATAL: %q", line)
+	}
+}
+
+func TestParseLaunch(t *testing.T) {
+	o, err := parseLaunch("exec", []string{"-B", "/a,/b:/c:ro", "--bind", "/d", "--pid", "--hostname", "box", "img", "--pid", "-x", "y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.image != "img" || !reflect.DeepEqual(o.args, []string{"--pid", "-x", "y"}) || !o.pid || !o.uts || len(o.binds) != 3 {
+		t.Fatalf("parsed %+v", o)
+	}
+	for _, bad := range [][]string{{}, {"img"}, {"--nosuch", "img", "x"}, {"--env", "MINIRUN_X=1", "img", "x"},
+		{"--pwd", "rel", "img", "x"}, {"--hostname", "a/b", "img", "x"}} {
+		if _, err := parseLaunch("exec", bad); classOf(err) != eUsage {
+			t.Errorf("parseLaunch(%q) = %v, want E_USAGE", bad, err)
+		}
+	}
+	if o, err := parseLaunch("run", []string{"img"}); err != nil || len(o.args) != 0 {
+		t.Errorf("run without args: %v", err)
+	}
+}
