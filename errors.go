@@ -71,6 +71,13 @@ func fatal(err error, debug bool) {
 	os.Exit(255)
 }
 
+// verbosef prints one "VERBOSE:" line when -v or -d was given.
+func verbosef(on bool, format string, args ...any) {
+	if on {
+		os.Stderr.WriteString("VERBOSE: " + escapeText(fmt.Sprintf(format, args...)) + "\n")
+	}
+}
+
 func warnf(format string, args ...any) {
 	os.Stderr.WriteString("WARNING: " + escapeText(fmt.Sprintf(format, args...)) + "\n")
 }

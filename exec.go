@@ -71,6 +71,11 @@ func launch(o *options) error {
 	if err != nil {
 		return err
 	}
+	verbose := o.verbose || o.debug
+	verbosef(verbose, "image %s: %s, root filesystem at offset %d, %d bytes", o.image, rootfs.format, rootfs.offset, rootfs.size)
+	for _, b := range plan.binds {
+		verbosef(verbose, "bind %s to %s (writable %v)", b.src, b.dst, b.writable)
+	}
 
 	// 5. Detached copies of every host directory that will be bound in,
 	// made now in the host namespace (the kernel refuses to bind across
@@ -85,6 +90,7 @@ func launch(o *options) error {
 		if err := plan.attachImage(rootfs, who, cfg); err != nil {
 			return err
 		}
+		verbosef(verbose, "loop device %s attached read-only, autoclear", plan.loop.Name())
 	}
 
 	// 7. The container, on this one locked thread, which also calls execve:
@@ -186,8 +192,8 @@ func decideCapabilities(o *options, who caller, cfg config) (capDecision, error)
 			warnf("%s", w)
 		}
 	}
-	if err == nil && o.debug {
-		os.Stderr.WriteString("DEBUG: capabilities " + d.Set.hex() + " (" + d.Set.String() + ")\n")
+	if err == nil {
+		verbosef(o.verbose || o.debug, "capabilities %s (%s), no_new_privs %v", d.Set.hex(), d.Set.String(), d.NoNewPrivs)
 	}
 	return d, err
 }

@@ -882,9 +882,14 @@ func loopbackUp() error {
 	return nil
 }
 
-// readDirNames lists a directory, refusing more than limit entries.
+// readDirNames lists the directory open at fd (which stays open), refusing
+// more than limit entries.
 func readDirNames(fd int, limit int) ([]string, error) {
-	f := os.NewFile(uintptr(fd), "dir")
+	own, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, failf(eImage, "list image directory: %w", err)
+	}
+	f := os.NewFile(uintptr(own), "dir")
 	names, err := f.Readdirnames(limit + 1)
 	f.Close()
 	if err != nil && err != io.EOF {
