@@ -1130,8 +1130,19 @@ func TestCapsIntegrationAvail(t *testing.T) {
 		if tc.stderr != nil {
 			wantCode = 255
 		}
-		if res.code != wantCode || res.stdout != tc.stdout {
-			t.Errorf("%s avail %q: exit %d, stdout %q, want exit %d, %q", tc.who, tc.caps, res.code, res.stdout, wantCode, tc.stdout)
+		if res.code != wantCode {
+			t.Errorf("%s avail %q: exit %d, want %d", tc.who, tc.caps, res.code, wantCode)
+		}
+		if got, want := strings.Split(res.stdout, "\n"), strings.Split(tc.stdout, "\n"); res.stdout != tc.stdout {
+			for i := range min(len(got), len(want)) {
+				if got[i] != want[i] {
+					t.Errorf("%s avail %q: line %d is %q, want %q", tc.who, tc.caps, i, got[i], want[i])
+					break
+				}
+			}
+			if len(got) != len(want) {
+				t.Errorf("%s avail %q: %d lines, want %d", tc.who, tc.caps, len(got), len(want))
+			}
 		}
 		capsITCheckStderr(t, res.stderr, tc.stderr)
 	}
