@@ -75,9 +75,8 @@ func main() {
 			fatal(err, o.debug)
 		}
 	case "capability":
-		if os.Getuid() != 0 {
-			dropPrivileges() // list and avail need nothing; add/drop/import refuse
-		}
+		// It drops privilege itself, once it has read the host's capability
+		// set (list and avail need nothing more; add/drop/import need root).
 		if err := capabilityCommand(rest, sysconfdir); err != nil {
 			fatal(err, false)
 		}

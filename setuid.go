@@ -7,7 +7,6 @@ package main
 import (
 	"os"
 	"os/signal"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -118,21 +117,13 @@ func reexecClean(env []string) {
 	fatal(failf(eSystem, "re-execute minirun with a clean environment: %w", err), false)
 }
 
-// dropPrivileges is for subcommands that need no privilege: the caller's ids
-// on every thread, and no capability left anywhere (R7).
+// dropPrivileges is for subcommands that need no privilege: the caller's
+// ids on every thread, so no capability is left anywhere (R7).
 func dropPrivileges() {
-	uid, gid := unix.Getuid(), unix.Getgid()
-	if unix.Geteuid() == uid && unix.Getegid() == gid && uid != 0 {
-		return
-	}
-	if uid == 0 {
+	if os.Getuid() == 0 {
 		return // root asked for help or a version: nothing to give away
 	}
-	if err := syscall.Setresgid(gid, gid, gid); err != nil {
-		fatal(failf(eSystem, "drop group privileges: %w", err), false)
+	if err := dropToRealIDs(); err != nil {
+		fatal(err, false)
 	}
-	if err := syscall.Setresuid(uid, uid, uid); err != nil {
-		fatal(failf(eSystem, "drop user privileges: %w", err), false)
-	}
-	runtime.Gosched()
 }
