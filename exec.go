@@ -85,7 +85,11 @@ func launch(o *options) error {
 	}
 
 	// 6. Devices: a read-only autoclear loop device; it disappears with the
-	// last mount even if we are killed right after this (R12).
+	// last mount even if we are killed right after this (R12). The state
+	// directory holds the loop lock and the mount points.
+	if err := ensureStateDirs(); err != nil {
+		return err
+	}
 	if rootfs.format != "dir" {
 		if err := plan.attachImage(rootfs, who, cfg); err != nil {
 			return err
@@ -264,6 +268,10 @@ func (p *launchPlan) attachImage(rootfs imageRootfs, who caller, cfg config) (er
 			defer backing.Close() // the loop device holds its own reference
 			offset = 0
 		}
+	}
+	if backing == p.image && cfg.sharedLoopDevices {
+		p.loop, err = attachSharedLoop(backing, offset, rootfs.size, who.uid)
+		return err
 	}
 	p.loop, err = attachLoop(backing, offset, rootfs.size, who.uid)
 	return err

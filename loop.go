@@ -16,7 +16,86 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const loopAttachTries = 64
+const (
+	loopAttachTries = 64
+	loopLockFile    = stateDir + "/loop.lock"
+	maxLoopScan     = 1024
+	// How long a launch waits for another launch's scan-and-attach before it
+	// attaches a device of its own: a caller can SIGSTOP their own minirun
+	// while it holds the lock, and that must not stall anyone else.
+	loopLockPatience = 2 * time.Second
+)
+
+// attachSharedLoop reuses a device minirun already attached read-only to
+// the same bytes (same file, offset and size), so concurrent launches of
+// one image (the ranks of an MPI job) share one squashfs superblock and one
+// page cache; otherwise it attaches a new one. Scan and attach happen under
+// one lock so two launches do not both attach.
+func attachSharedLoop(image *os.File, offset, size int64, uid int) (*os.File, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(image.Fd()), &st); err != nil {
+		return nil, failf(eSystem, "stat image %s: %w", image.Name(), err)
+	}
+	lock, err := os.OpenFile(loopLockFile, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0600)
+	if err != nil {
+		return nil, failf(eSystem, "open %s: %w", loopLockFile, err)
+	}
+	defer lock.Close() // closing releases the lock
+	if lockWithin(lock, loopLockPatience) {
+		if dev := findSharedLoop(&st, offset, size); dev != nil {
+			return dev, nil
+		}
+	}
+	return attachLoop(image, offset, size, uid)
+}
+
+func lockWithin(f *os.File, patience time.Duration) bool {
+	deadline := time.Now().Add(patience)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return true
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// findSharedLoop returns an open device bound to exactly these bytes by
+// minirun, read-only and autoclear. The open fd pins the binding.
+func findSharedLoop(st *unix.Stat_t, offset, size int64) *os.File {
+	entries, err := os.ReadDir("/sys/block")
+	if err != nil {
+		return nil
+	}
+	scanned := 0
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "loop") || scanned >= maxLoopScan {
+			continue
+		}
+		scanned++
+		if _, err := os.Stat("/sys/block/" + name + "/loop/backing_file"); err != nil {
+			continue // not attached
+		}
+		dev, err := os.OpenFile("/dev/"+name, os.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		info, err := unix.IoctlLoopGetStatus64(int(dev.Fd()))
+		want := uint32(unix.LO_FLAGS_READ_ONLY | unix.LO_FLAGS_AUTOCLEAR)
+		if err == nil && info.Device == st.Dev && info.Inode == st.Ino &&
+			info.Offset == uint64(offset) && info.Sizelimit == uint64(size) &&
+			info.Flags&want == want && info.Flags&unix.LO_FLAGS_PARTSCAN == 0 &&
+			strings.HasPrefix(unix.ByteSliceToString(info.File_name[:]), "minirun:") {
+			return dev
+		}
+		dev.Close()
+	}
+	return nil
+}
 
 // attachLoop binds [offset, offset+size) of the open image to a free loop
 // device and returns the open device. The device clears itself when its last

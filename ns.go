@@ -135,11 +135,6 @@ func buildContainer(o *options, who caller, user account, cfg config, plan *laun
 // prepareContainer does everything but the pivot (and, with --pid, /proc,
 // which the init mounts from inside its namespace).
 func prepareContainer(o *options, who caller, user account, cfg config, plan *launchPlan, rootfs imageRootfs) error {
-	if !inUserNS {
-		if err := ensureStateDirs(); err != nil {
-			return err
-		}
-	}
 	if err := enterNamespaces(o); err != nil {
 		return err
 	}
