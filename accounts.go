@@ -65,19 +65,24 @@ func findPasswd(data []byte, id string) (account, bool) {
 	return account{}, false
 }
 
-// groupLines returns "name:x:gid:" lines for the given gids, by name from
-// /etc/group or getent; unknown gids are left out.
-func groupLines(gids []int, user account) []string {
+// groupLines returns a "name:x:gid:user" line for each of the caller's
+// gids, by name from /etc/group or getent; unknown gids are left out. It
+// runs before any namespace exists: a getent child started after
+// unshare(CLONE_NEWPID) would become that namespace's PID 1.
+func groupLines(who caller, user account) map[int]string {
 	data, _ := readTrustedFile("/etc/group", maxAccountFile)
-	var lines []string
-	for _, gid := range gids {
+	lines := map[int]string{}
+	for _, gid := range append([]int{who.gid}, who.groups...) {
 		id := strconv.Itoa(gid)
+		if _, done := lines[gid]; done {
+			continue
+		}
 		name, ok := findGroupName(data, id)
 		if !ok {
 			name, ok = findGroupName(getent("group", id, user.uid, user.gid), id)
 		}
 		if ok {
-			lines = append(lines, name+":x:"+id+":"+user.name)
+			lines[gid] = name + ":x:" + id + ":" + user.name
 		}
 	}
 	return lines

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"slices"
 	"errors"
 	"io"
 	"os"
@@ -143,12 +144,22 @@ func prepareContainer(o *options, who caller, user account, cfg config, plan *la
 	if err != nil {
 		return err
 	}
+	// Mount points and placeholders minirun creates in its own tmpfs layers
+	// must be reachable by the caller (the launch otherwise runs with 077).
+	unix.Umask(022)
 	c := &container{underlays: map[uint64]int{}}
 	if err := c.mountRoot(plan, rootfs); err != nil {
 		return err
 	}
 	if err := c.mountKernelFilesystems(o, cfg, dev); err != nil {
 		return err
+	}
+	if o.contain {
+		for _, dir := range []string{"/tmp", "/var/tmp"} {
+			if err := c.mountEmptyTmp(dir); err != nil {
+				return err
+			}
+		}
 	}
 	for _, b := range plan.binds {
 		if err := c.attachBind(b); err != nil {
@@ -161,7 +172,7 @@ func prepareContainer(o *options, who caller, user account, cfg config, plan *la
 			return err
 		}
 	}
-	if err := c.writeAccountFiles(who, user); err != nil {
+	if err := c.writeAccountFiles(user, plan.groupLines); err != nil {
 		return err
 	}
 	for _, f := range []string{"/etc/resolv.conf", "/etc/hosts"} {
@@ -194,7 +205,7 @@ func enterNamespaces(o *options) error {
 	if o.net {
 		flags |= unix.CLONE_NEWNET
 	}
-	if o.pid {
+	if o.pid && !inUserNS { // the user-namespace child was cloned into one
 		flags |= unix.CLONE_NEWPID
 	}
 	if err := unix.Unshare(flags); err != nil {
@@ -427,6 +438,14 @@ func (c *container) sealUnderlays() error {
 	return nil
 }
 
+// rootOwned is the tmpfs option making it root's, outside a user namespace.
+func rootOwned() string {
+	if inUserNS {
+		return ""
+	}
+	return ",uid=0,gid=0"
+}
+
 // newTmpfs makes a detached tmpfs (nosuid, nodev) and returns its mount fd.
 func newTmpfs(mode uint32, size string) (int, error) {
 	fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
@@ -440,6 +459,16 @@ func newTmpfs(mode uint32, size string) (int, error) {
 	if err := unix.FsconfigSetString(fsfd, "size", size); err != nil {
 		return -1, failf(eSystem, "configure tmpfs: %w", err)
 	}
+	// Owned by root, not by the caller's gid (a setuid process keeps it).
+	// In a user namespace root is not mapped: the caller owns it there.
+	for _, id := range []string{"uid", "gid"} {
+		if inUserNS {
+			break
+		}
+		if err := unix.FsconfigSetString(fsfd, id, "0"); err != nil {
+			return -1, failf(eSystem, "configure tmpfs: %w", err)
+		}
+	}
 	if err := unix.FsconfigCreate(fsfd); err != nil {
 		return -1, failf(eSystem, "create tmpfs: %w", err)
 	}
@@ -448,6 +477,24 @@ func newTmpfs(mode uint32, size string) (int, error) {
 		return -1, failf(eSystem, "mount tmpfs: %w", err)
 	}
 	return mfd, nil
+}
+
+// mountEmptyTmp gives --contain a private, empty, size-capped /tmp.
+func (c *container) mountEmptyTmp(dst string) error {
+	fd, err := c.mountpoint(dst, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	tmp, err := newTmpfs(01777, "64m")
+	if err != nil {
+		return err
+	}
+	defer unix.Close(tmp)
+	if err := unix.MoveMount(tmp, "", fd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return failf(eSystem, "mount tmpfs on %s: %w", dst, err)
+	}
+	return nil
 }
 
 // attachBind puts a detached host tree at its destination inside the root.
@@ -701,7 +748,7 @@ func (c *container) mountDev(dev *hostDevices) error {
 	if err := checkFSType("/dev/pts", unix.DEVPTS_SUPER_MAGIC); err != nil {
 		return err
 	}
-	if err := unix.Mount("tmpfs", stageDir+"/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=64m"); err != nil {
+	if err := unix.Mount("tmpfs", stageDir+"/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=64m"+rootOwned()); err != nil {
 		return failf(eSystem, "mount /dev/shm: %w", err)
 	}
 	return nil
@@ -711,8 +758,8 @@ func (c *container) mountDev(dev *hostDevices) error {
 // know the caller: the image's own files plus the caller's entries, in a
 // small tmpfs bound read-only over the image's files. Images without these
 // files keep running without them.
-func (c *container) writeAccountFiles(who caller, user account) error {
-	if err := unix.Mount("tmpfs", sessionDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=4m"); err != nil {
+func (c *container) writeAccountFiles(user account, groups map[int]string) error {
+	if err := unix.Mount("tmpfs", sessionDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=4m"+rootOwned()); err != nil {
 		return failf(eSystem, "mount session tmpfs: %w", err)
 	}
 	passwd, ok := readImageFile("/etc/passwd")
@@ -726,17 +773,15 @@ func (c *container) writeAccountFiles(who caller, user account) error {
 	}
 	group, ok := readImageFile("/etc/group")
 	if ok {
-		gids := append([]int{who.gid}, who.groups...)
-		var missing []int
-		seen := map[int]bool{}
-		for _, g := range gids {
-			if _, found := findGroupName(group, strconv.Itoa(g)); !found && !seen[g] {
-				missing = append(missing, g)
-			}
-			seen[g] = true
+		gids := make([]int, 0, len(groups))
+		for gid := range groups {
+			gids = append(gids, gid)
 		}
-		for _, line := range groupLines(missing, user) {
-			group = appendLine(group, line)
+		slices.Sort(gids)
+		for _, gid := range gids {
+			if _, found := findGroupName(group, strconv.Itoa(gid)); !found {
+				group = appendLine(group, groups[gid])
+			}
 		}
 		if err := c.bindGenerated("group", "/etc/group", group); err != nil {
 			return err

@@ -23,7 +23,8 @@ type launchPlan struct {
 	loop          *os.File
 	rootTree      int // detached copy of a directory image
 
-	binds []hostBind // in mount order: /tmp, /var/tmp, home, cwd, user binds
+	binds      []hostBind     // in mount order: /tmp, /var/tmp, home, cwd, user binds
+	groupLines map[int]string // /etc/group lines for the caller's gids
 	cwd   string     // the caller's working directory (host path)
 
 	callerEnv    []string
@@ -45,7 +46,7 @@ type hostBind struct {
 // openAsCaller opens the image and every bind source with the caller's
 // filesystem credentials and records the caller's limits and environment.
 func openAsCaller(o *options, who caller, user account, cfg config) (*launchPlan, error) {
-	plan := &launchPlan{callerEnv: syscall.Environ()}
+	plan := &launchPlan{callerEnv: syscall.Environ(), groupLines: groupLines(who, user)}
 	plan.saveCallerLimits()
 
 	cwd, err := unix.Getwd() // the kernel's answer, not $PWD
