@@ -6,11 +6,11 @@ package main
 
 import (
 	"bytes"
-	"slices"
 	"errors"
 	"io"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 

@@ -25,7 +25,7 @@ type launchPlan struct {
 
 	binds      []hostBind     // in mount order: /tmp, /var/tmp, home, cwd, user binds
 	groupLines map[int]string // /etc/group lines for the caller's gids
-	cwd   string     // the caller's working directory (host path)
+	cwd        string         // the caller's working directory (host path)
 
 	callerEnv    []string
 	callerLimits []savedLimit
