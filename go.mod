@@ -11,4 +11,5 @@ require (
 require (
 	github.com/google/go-containerregistry v0.22.1 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	golang.org/x/crypto v0.59.0 // indirect
 )
