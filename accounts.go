@@ -1,22 +1,13 @@
 // accounts.go owns who the caller is by name: their passwd entry and the
-// names of their groups, from /etc/passwd and /etc/group (trust-checked) or,
-// for directory-service users, from getent run with the caller's own
-// credentials. It also writes the lines added to the container's files.
+// names of their groups (through grants.go's nameLookup: /etc/passwd and
+// /etc/group trust-checked, then getent for directory-service users), and
+// the lines added to the container's /etc/passwd and /etc/group.
 package main
 
 import (
 	"bytes"
-	"context"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
-)
-
-const (
-	maxAccountFile = 16 << 20
-	getentPath     = "/usr/bin/getent"
 )
 
 type account struct {
@@ -33,16 +24,18 @@ func (a account) passwdLine() string {
 
 // lookupAccount finds uid's passwd entry. A uid with no entry anywhere still
 // runs, as Apptainer does, with a numeric name and / as home.
-func lookupAccount(uid, gid int) account {
+func lookupAccount(names *nameLookup, uid, gid int) account {
 	id := strconv.Itoa(uid)
-	if data, err := readTrustedFile("/etc/passwd", maxAccountFile); err == nil {
+	if data, err := names.file(passwdDB); err == nil {
 		if a, ok := findPasswd(data, id); ok {
 			return a
 		}
 	}
-	if out := getent("passwd", id, uid, gid); out != nil {
-		if a, ok := findPasswd(out, id); ok {
-			return a
+	if names.getent != nil {
+		if out, status, err := names.getent("passwd", id); err == nil && status == 0 {
+			if a, ok := findPasswd(out, id); ok {
+				return a
+			}
 		}
 	}
 	return account{uid: uid, gid: gid, name: id, home: "/", shell: "/bin/sh"}
@@ -66,28 +59,23 @@ func findPasswd(data []byte, id string) (account, bool) {
 }
 
 // groupLines returns a "name:x:gid:user" line for each of the caller's
-// gids, by name from /etc/group or getent; unknown gids are left out. It
-// runs before any namespace exists: a getent child started after
-// unshare(CLONE_NEWPID) would become that namespace's PID 1.
-func groupLines(who caller, user account) map[int]string {
-	data, _ := readTrustedFile("/etc/group", maxAccountFile)
+// gids that has a name; unnamed gids are left out. It runs before any
+// namespace exists: a getent child started after unshare(CLONE_NEWPID)
+// would become that namespace's PID 1.
+func groupLines(names *nameLookup, who caller, user account) map[int]string {
 	lines := map[int]string{}
 	for _, gid := range append([]int{who.gid}, who.groups...) {
-		id := strconv.Itoa(gid)
 		if _, done := lines[gid]; done {
 			continue
 		}
-		name, ok := findGroupName(data, id)
-		if !ok {
-			name, ok = findGroupName(getent("group", id, user.uid, user.gid), id)
-		}
-		if ok {
-			lines[gid] = name + ":x:" + id + ":" + user.name
+		if name, ok, err := names.groupName(gid); err == nil && ok {
+			lines[gid] = name + ":x:" + strconv.Itoa(gid) + ":" + user.name
 		}
 	}
 	return lines
 }
 
+// findGroupName returns the name of the group whose gid field is id.
 func findGroupName(data []byte, id string) (string, bool) {
 	for _, line := range bytes.Split(data, []byte("\n")) {
 		f := strings.Split(string(line), ":")
@@ -96,39 +84,4 @@ func findGroupName(data []byte, id string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// getent asks NSS (LDAP, SSSD…) through getent, run by absolute path with an
-// empty environment and the caller's credentials, never as root. Bounded in
-// time and output; any failure means "not found".
-func getent(db, key string, uid, gid int) []byte {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, getentPath, db, key)
-	cmd.Env = []string{}
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true},
-		Pdeathsig:  syscall.SIGKILL,
-	}
-	var out limitedBuffer
-	out.limit = 64 << 10
-	cmd.Stdout = &out
-	if err := cmd.Run(); err != nil {
-		return nil
-	}
-	return out.Bytes()
-}
-
-type limitedBuffer struct {
-	bytes.Buffer
-	limit int
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.limit - b.Len(); len(p) > room {
-		b.Buffer.Write(p[:max(room, 0)])
-		return len(p), nil
-	}
-	return b.Buffer.Write(p)
 }

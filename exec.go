@@ -53,15 +53,19 @@ func launch(o *options) error {
 	// The capability set for this run: what root keeps or what the grant
 	// file lets this caller add (spec/capabilities.md). An insecure or
 	// malformed grant file stops every non-root run here.
-	caps, err := decideCapabilities(o, who, cfg)
+	// Names come from the trust-checked files, then getent run as root
+	// without supplementary groups (capabilities.md §5.4): run as the
+	// caller, the caller could ptrace it and forge a group name.
+	names := newNameLookup(newGetent(&syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}))
+	caps, err := decideCapabilities(o, who, cfg, names)
 	if err != nil {
 		return err
 	}
-	user := lookupAccount(who.uid, who.gid)
+	user := lookupAccount(names, who.uid, who.gid)
 
 	// 3. Everything the caller names is opened with the caller's filesystem
 	// credentials, then used only through descriptors (R1).
-	plan, err := openAsCaller(o, who, user, cfg)
+	plan, err := openAsCaller(o, who, user, cfg, names)
 	if err != nil {
 		return err
 	}
@@ -166,10 +170,8 @@ func payloadArgv(o *options) []string {
 const runscriptPath = "/.singularity.d/runscript"
 
 // decideCapabilities computes the container's capability set and prints
-// the policy's warnings. Group names for grants are looked up by getent
-// running as root without supplementary groups (capabilities.md §5.4): run
-// as the caller, the caller could ptrace it and forge a group name.
-func decideCapabilities(o *options, who caller, cfg config) (capDecision, error) {
+// the policy's warnings.
+func decideCapabilities(o *options, who caller, cfg config, names *nameLookup) (capDecision, error) {
 	last, err := lastCap()
 	if err != nil {
 		return capDecision{}, err
@@ -182,7 +184,6 @@ func decideCapabilities(o *options, who caller, cfg config) (capDecision, error)
 		return capDecision{}, err
 	}
 	c := capCaller{UID: who.uid, GID: who.gid, Groups: who.groups}
-	names := newNameLookup(newGetent(&syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}))
 	d, err := decideCaps(capPolicyInput{
 		Caller: c,
 		Config: &cfg,

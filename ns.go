@@ -806,7 +806,7 @@ func readImageFile(name string) ([]byte, bool) {
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
-	data, err := readAllBounded(f, maxAccountFile)
+	data, err := readAllBounded(f, maxAccountFileSize)
 	return data, err == nil
 }
 

@@ -45,8 +45,8 @@ type hostBind struct {
 
 // openAsCaller opens the image and every bind source with the caller's
 // filesystem credentials and records the caller's limits and environment.
-func openAsCaller(o *options, who caller, user account, cfg config) (*launchPlan, error) {
-	plan := &launchPlan{callerEnv: syscall.Environ(), groupLines: groupLines(who, user)}
+func openAsCaller(o *options, who caller, user account, cfg config, names *nameLookup) (*launchPlan, error) {
+	plan := &launchPlan{callerEnv: syscall.Environ(), groupLines: groupLines(names, who, user)}
 	plan.saveCallerLimits()
 
 	cwd, err := unix.Getwd() // the kernel's answer, not $PWD

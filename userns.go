@@ -131,8 +131,9 @@ func launchInUserNS(o *options) error {
 	}
 	who.groups = nil
 	cfg := defaultConfig()
-	user := lookupAccount(who.uid, who.gid)
-	plan, err := openAsCaller(o, who, user, cfg)
+	names := newNameLookup(newGetent(nil)) // nothing here is privileged
+	user := lookupAccount(names, who.uid, who.gid)
+	plan, err := openAsCaller(o, who, user, cfg, names)
 	if err != nil {
 		return err
 	}
