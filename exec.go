@@ -34,9 +34,8 @@ func launch(o *options) error {
 		return launchUnprivileged(o, who)
 	}
 
-	// Signals during setup end the run cleanly (exit 255) instead of taking
-	// the runtime's crash path; execve resets these handlers.
-	abortOnSignals()
+	// No signal during setup may take the runtime's crash path.
+	quietSignalsDuringSetup()
 
 	// 2. Admin policy. The paths are compiled in; the files are trusted only
 	// after checks on their descriptors (R5).
@@ -148,6 +147,7 @@ func execPayload(o *options, who caller, user account, plan *launchPlan) error {
 	// The caller's limits and umask come back; descriptors they passed in
 	// beyond 0-2 do not cross into the container (R8).
 	restoreCallerLimits(plan)
+	restoreSignals()
 	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	err = syscall.Exec(path, argv, env)
 	return failf(eUsage, "execute %s in the container: %w", escapeText(argv[0]), err)

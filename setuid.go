@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -64,15 +65,23 @@ var (
 	callerUmask     int
 )
 
-// abortOnSignals makes INT, TERM, HUP, QUIT, USR1 and USR2 during setup end
-// the run with one line and status 255; execve resets the handlers.
-func abortOnSignals() {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
-	go func() {
-		s := <-ch
-		fatal(failf(eSystem, "interrupted by %v during setup", s), false)
-	}()
+// quietSignalsDuringSetup keeps SIGQUIT from taking the Go runtime's
+// crash path (a goroutine dump) while minirun sets up; execPayload gives it
+// back. INT, TERM, HUP, USR1 and USR2 keep their default action: the process
+// dies of the signal, as the caller asked, and the kernel releases what it
+// held (autoclear loop devices, the mount namespace). os/signal.Notify would
+// print a line instead, but starting its goroutine costs ~0.25 ms per launch.
+func quietSignalsDuringSetup() {
+	signal.Ignore(syscall.SIGQUIT)
+}
+
+// restoreSignals undoes quietSignalsDuringSetup right before execve: an
+// ignored signal would stay ignored in the payload. os/signal cannot undo
+// Ignore for a signal the runtime handles, so the default action is set
+// with a raw rt_sigaction; nothing runs between it and execve.
+func restoreSignals() {
+	var dfl [4]uintptr // struct kernel_sigaction: handler 0 = SIG_DFL, flags, restorer, mask
+	unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(syscall.SIGQUIT), uintptr(unsafe.Pointer(&dfl)), 0, 8, 0, 0)
 }
 
 // scrubEnviron drops GO* names (the runtime reads GODEBUG, GOGC, GOMAXPROCS…

@@ -1,0 +1,163 @@
+package main
+
+// Integration tests for launch behaviour added beside integration_test.go:
+// signal dispositions, shared loop devices and user_writable_images. They
+// reuse its installed setuid binary and test user.
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// itWithConfig writes minirun.toml into the install's configuration
+// directory for the duration of the test.
+func itWithConfig(t *testing.T, e *itEnv, toml string) {
+	t.Helper()
+	dir := filepath.Join(e.prefix, "etc", "minirun")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	file := filepath.Join(dir, "minirun.toml")
+	if err := os.WriteFile(file, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(file, 0o644)
+	t.Cleanup(func() { os.Remove(file) })
+}
+
+// itLoopsBacking counts attached loop devices whose backing file is path.
+func itLoopsBacking(path string) int {
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	n := 0
+	for _, f := range files {
+		if b, _ := os.ReadFile(f); strings.TrimSpace(string(b)) == path {
+			n++
+		}
+	}
+	return n
+}
+
+// The payload starts with every signal at its default action and none
+// blocked, although minirun ignores SIGQUIT while it sets up.
+func TestIntegrationSignalsRestored(t *testing.T) {
+	e := itIntegration(t)
+	for _, w := range itCallers {
+		for _, mode := range [][]string{nil, {"--pid"}} {
+			itSub(t, w.String()+strings.Join(mode, ""), func(t *testing.T) {
+				args := append(append([]string{"exec"}, mode...), e.sqfs, "/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status")
+				out := e.ok(t, itRunOpts{as: w}, args...)
+				for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+					if !strings.HasSuffix(line, "0000000000000000") {
+						t.Errorf("payload signal state %q, want nothing ignored or blocked", line)
+					}
+				}
+			})
+		}
+	}
+}
+
+// Concurrent launches of one image share one loop device (the default);
+// with shared_loop_devices = false each launch attaches its own.
+func TestIntegrationSharedLoopDevices(t *testing.T) {
+	e := itIntegration(t)
+	for _, tc := range []struct {
+		config string
+		want   int
+	}{{"", 1}, {"shared_loop_devices = false\n", 6}} {
+		itSub(t, "want-"+string(rune('0'+tc.want)), func(t *testing.T) {
+			itWithConfig(t, e, tc.config)
+			const n = 6
+			var wg sync.WaitGroup
+			errs := make(chan string, n)
+			for i := 0; i < n; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					cmd := e.command(ctx, itRunOpts{as: itAsUser}, "exec", e.sqfs, "/bin/sleep", "2")
+					if out, err := cmd.CombinedOutput(); err != nil {
+						errs <- string(out) + err.Error()
+					}
+				}()
+			}
+			// Every launch is past its attach well within the sleep.
+			time.Sleep(1200 * time.Millisecond)
+			got := itLoopsBacking(e.sqfs)
+			wg.Wait()
+			close(errs)
+			for msg := range errs {
+				t.Errorf("launch failed: %s", msg)
+			}
+			if got != tc.want {
+				t.Errorf("%d concurrent launches used %d loop devices, want %d", n, got, tc.want)
+			}
+		})
+	}
+}
+
+// An image the caller can modify is run, refused or copied into sealed
+// memory, as user_writable_images says; images the caller cannot modify
+// are unaffected.
+func TestIntegrationUserWritableImages(t *testing.T) {
+	e := itIntegration(t)
+	mine := filepath.Join(e.user.home, "mine.sqfs")
+	if err := itCopyFile(e.sqfs, mine, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(mine, int(e.user.uid), int(e.user.gid)); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(mine)
+	user := itRunOpts{as: itAsUser}
+
+	itSub(t, "allow", func(t *testing.T) {
+		if out := e.ok(t, user, "exec", mine, "cat", "/MARKER"); strings.TrimSpace(out) != "minirun-test" {
+			t.Errorf("got %q", out)
+		}
+	})
+	itSub(t, "refuse", func(t *testing.T) {
+		itWithConfig(t, e, "user_writable_images = \"refuse\"\n")
+		itWantError(t, e.run(t, user, "exec", mine, "true"), "can be modified by you", "user_writable_images")
+		if out := e.ok(t, user, "exec", e.sqfs, "cat", "/MARKER"); strings.TrimSpace(out) != "minirun-test" {
+			t.Errorf("a root-owned image was affected: %q", out)
+		}
+		if out := e.ok(t, itRunOpts{as: itAsRoot}, "exec", mine, "cat", "/MARKER"); strings.TrimSpace(out) != "minirun-test" {
+			t.Errorf("root was affected: %q", out)
+		}
+	})
+	itSub(t, "sealed-copy", func(t *testing.T) {
+		itWithConfig(t, e, "user_writable_images = \"sealed-copy\"\n")
+		// While it runs, the device is backed by a sealed memfd, not by the
+		// file the user can change.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := e.command(ctx, user, "exec", mine, "/bin/sh", "-c", "cat /MARKER; sleep 2")
+		var out strings.Builder
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1200 * time.Millisecond)
+		fromFile, fromMemfd := itLoopsBacking(mine), itLoopsBacking("/memfd:minirun-sealed (deleted)")
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("sealed-copy run: %v", err)
+		}
+		if strings.TrimSpace(out.String()) != "minirun-test" {
+			t.Errorf("got %q", out.String())
+		}
+		if fromFile != 0 || fromMemfd < 1 {
+			t.Errorf("loop devices: %d backed by the user's file (want 0), %d by a sealed memfd (want ≥ 1)", fromFile, fromMemfd)
+		}
+	})
+	itSub(t, "sealed-copy-too-large", func(t *testing.T) {
+		itWithConfig(t, e, "user_writable_images = \"sealed-copy\"\nsealed_copy_max_mib = 0\n")
+		itWantError(t, e.run(t, user, "exec", mine, "true"), "sealed_copy_max_mib")
+	})
+}
