@@ -18,7 +18,7 @@ export CGO_ENABLED = 0
 # not busybox: it is copied into test images that have no libc).
 DEB_PKGS := squashfs-tools busybox-static cryptsetup-bin libcap2-bin util-linux passwd
 
-.PHONY: all install demo test fuzz deps clean FORCE
+.PHONY: all install demo test fuzz deps clean bench FORCE
 
 all: minirun
 
@@ -65,3 +65,23 @@ fuzz:
 
 clean:
 	rm -rf minirun .build .tools
+
+# make bench: startup against the floor (testdata/bench/floor), bubblewrap and
+# runc, loop-device sharing, size and memory; rewrites docs/benchmarks.md.
+# Needs root: it installs minirun setuid-root into BENCH_PREFIX (root-owned,
+# not under /tmp) and creates the user mrbench. About 2-3 minutes on 2 cores.
+BENCH_PREFIX ?= /run/minirun-bench
+BENCH_ROUNDS ?= 100
+BENCH_PKGS   := bubblewrap runc strace time
+
+bench: deps
+	@[ "$$(id -u)" = 0 ] || { echo "make bench: needs root (it installs minirun setuid-root into $(BENCH_PREFIX)); run: sudo make bench" >&2; exit 1; }
+	@missing=""; for pkg in $(BENCH_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@mkdir -p .build/bench docs
+	$(GO) build -trimpath -buildvcs=false -ldflags '-s -w -X main.sysconfdir=$(BENCH_PREFIX)/etc -X main.version=$(VERSION)' -o .build/bench/minirun .
+	$(GO) build -trimpath -buildvcs=false -ldflags '-s -w' -o .build/bench/floor ./testdata/bench/floor
+	$(GO) build -trimpath -buildvcs=false -o .build/bench/harness ./testdata/bench/harness
+	.build/bench/harness -prefix $(BENCH_PREFIX) -rounds $(BENCH_ROUNDS) -bin .build/bench -version '$(VERSION)' -out docs/benchmarks.md

@@ -1,0 +1,126 @@
+// floor is the benchmark's lower bound: only the kernel work one container
+// launch cannot avoid (loop attach, private mount namespace, squashfs mount,
+// chroot, exec). No config, no policy, no checks. Not installed; `make bench` only.
+//
+//	floor IMAGE.sqfs CMD [ARG...]   squashfs through a read-only autoclear loop device
+//	floor -dir DIR CMD [ARG...]     directory: one bind mount, chroot
+//	floor -noop                     start and exit (the Go runtime's share)
+//
+// When installed setuid-root it drops to the real uid and gid just before
+// exec, which is the least a setuid launch must do.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// stage is where the root is mounted inside the private namespace. It is
+// created once (by the first run); nothing is ever mounted there on the host.
+const stage = "/run/minirun-bench-floor"
+
+func main() {
+	args := os.Args[1:]
+	if len(args) == 1 && args[0] == "-noop" {
+		return // the cost of starting this binary alone
+	}
+	dir := false
+	if len(args) > 0 && args[0] == "-dir" {
+		dir, args = true, args[1:]
+	}
+	if len(args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: floor [-dir] IMAGE|DIR CMD [ARG...]")
+		os.Exit(2)
+	}
+	if err := launch(args[0], dir, args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "floor:", err)
+		os.Exit(255)
+	}
+}
+
+func launch(src string, dir bool, argv []string) error {
+	var loopDev string
+	if !dir {
+		name, err := attachLoop(src)
+		if err != nil {
+			return err
+		}
+		loopDev = name
+	}
+	// Namespaces and the chroot are per thread until execve.
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("unshare: %w", err)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("make / slave: %w", err)
+	}
+	if err := unix.Mkdir(stage, 0700); err != nil && err != unix.EEXIST {
+		return fmt.Errorf("mkdir %s: %w", stage, err)
+	}
+	if dir {
+		if err := unix.Mount(src, stage, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", src, err)
+		}
+	} else if err := unix.Mount(loopDev, stage, "squashfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("mount %s: %w", loopDev, err)
+	}
+	if err := unix.Chroot(stage); err != nil {
+		return fmt.Errorf("chroot: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir: %w", err)
+	}
+	if uid, gid := unix.Getuid(), unix.Getgid(); uid != 0 {
+		if err := unix.Setresgid(gid, gid, gid); err != nil {
+			return fmt.Errorf("setresgid: %w", err)
+		}
+		if err := unix.Setresuid(uid, uid, uid); err != nil {
+			return fmt.Errorf("setresuid: %w", err)
+		}
+	}
+	return fmt.Errorf("exec %s: %w", argv[0], syscall.Exec(argv[0], argv, []string{"PATH=/bin:/usr/bin"}))
+}
+
+// attachLoop binds the whole image read-only with autoclear; the device
+// stays alive through the mount after our descriptors close at exec.
+func attachLoop(image string) (string, error) {
+	img, err := unix.Open(image, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("open %s: %w", image, err)
+	}
+	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("open /dev/loop-control: %w", err)
+	}
+	cfg := unix.LoopConfig{Fd: uint32(img)}
+	cfg.Info.Flags = unix.LO_FLAGS_READ_ONLY | unix.LO_FLAGS_AUTOCLEAR
+	for try := 0; try < 64; try++ {
+		n, err := unix.IoctlRetInt(ctl, unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return "", fmt.Errorf("LOOP_CTL_GET_FREE: %w", err)
+		}
+		name := "/dev/loop" + strconv.Itoa(n)
+		dev, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", fmt.Errorf("open %s: %w", name, err)
+		}
+		err = unix.IoctlLoopConfigure(dev, &cfg)
+		if err == unix.EBUSY || err == unix.EAGAIN {
+			unix.Close(dev) // a concurrent launch took it first
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("LOOP_CONFIGURE %s: %w", name, err)
+		}
+		// dev stays open until exec (CLOEXEC): autoclear must not fire
+		// before the mount holds the device.
+		return name, nil
+	}
+	return "", fmt.Errorf("no free loop device after 64 tries")
+}
