@@ -19,7 +19,7 @@ import (
 const (
 	loopAttachTries = 64
 	loopLockFile    = stateDir + "/loop.lock"
-	maxLoopScan     = 1024
+	loopIndexDir    = stateDir + "/loops" // bytes -> device, see attachSharedLoop
 	// How long a launch waits for another launch's scan-and-attach before it
 	// attaches a device of its own: a caller can SIGSTOP their own minirun
 	// while it holds the lock, and that must not stall anyone else.
@@ -30,7 +30,10 @@ const (
 // the same bytes (same file, offset and size), so concurrent launches of
 // one image (the ranks of an MPI job) share one squashfs superblock and one
 // page cache; otherwise it attaches a new one. Scan and attach happen under
-// one lock so two launches do not both attach.
+// one lock so two launches do not both attach. A small index in the state
+// directory names the device last attached for these bytes, so finding it
+// costs one open, not a scan of every loop device; the kernel's answer on
+// the open device is what counts, so a stale entry is harmless.
 func attachSharedLoop(image *os.File, offset, size int64, uid int) (*os.File, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(image.Fd()), &st); err != nil {
@@ -41,12 +44,44 @@ func attachSharedLoop(image *os.File, offset, size int64, uid int) (*os.File, er
 		return nil, failf(eSystem, "open %s: %w", loopLockFile, err)
 	}
 	defer lock.Close() // closing releases the lock
-	if lockWithin(lock, loopLockPatience) {
-		if dev := findSharedLoop(&st, offset, size); dev != nil {
+	if !lockWithin(lock, loopLockPatience) {
+		return attachLoop(image, offset, size, uid)
+	}
+	key := fmt.Sprintf("%s/%d-%d-%d-%d", loopIndexDir, st.Dev, st.Ino, offset, size)
+	if name, err := os.Readlink(key); err == nil {
+		if dev := openMatchingLoop(name, &st, offset, size); dev != nil {
 			return dev, nil
 		}
 	}
-	return attachLoop(image, offset, size, uid)
+	dev, err := attachLoop(image, offset, size, uid)
+	if err == nil {
+		os.Remove(key)
+		os.Symlink(dev.Name(), key) // best effort: without it the next launch attaches its own
+	}
+	return dev, err
+}
+
+// openMatchingLoop opens the loop device name if it is bound, right now, to
+// exactly these bytes by minirun, read-only and autoclear. The open fd pins
+// the binding: an autoclear device cannot detach while it is held.
+func openMatchingLoop(name string, st *unix.Stat_t, offset, size int64) *os.File {
+	if !strings.HasPrefix(name, "/dev/loop") {
+		return nil
+	}
+	dev, err := os.OpenFile(name, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	info, err := unix.IoctlLoopGetStatus64(int(dev.Fd()))
+	want := uint32(unix.LO_FLAGS_READ_ONLY | unix.LO_FLAGS_AUTOCLEAR)
+	if err == nil && info.Device == st.Dev && info.Inode == st.Ino &&
+		info.Offset == uint64(offset) && info.Sizelimit == uint64(size) &&
+		info.Flags&want == want && info.Flags&unix.LO_FLAGS_PARTSCAN == 0 &&
+		strings.HasPrefix(unix.ByteSliceToString(info.File_name[:]), "minirun:") {
+		return dev
+	}
+	dev.Close()
+	return nil
 }
 
 func lockWithin(f *os.File, patience time.Duration) bool {
@@ -63,39 +98,6 @@ func lockWithin(f *os.File, patience time.Duration) bool {
 	}
 }
 
-// findSharedLoop returns an open device bound to exactly these bytes by
-// minirun, read-only and autoclear. The open fd pins the binding.
-func findSharedLoop(st *unix.Stat_t, offset, size int64) *os.File {
-	entries, err := os.ReadDir("/sys/block")
-	if err != nil {
-		return nil
-	}
-	scanned := 0
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasPrefix(name, "loop") || scanned >= maxLoopScan {
-			continue
-		}
-		scanned++
-		if _, err := os.Stat("/sys/block/" + name + "/loop/backing_file"); err != nil {
-			continue // not attached
-		}
-		dev, err := os.OpenFile("/dev/"+name, os.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			continue
-		}
-		info, err := unix.IoctlLoopGetStatus64(int(dev.Fd()))
-		want := uint32(unix.LO_FLAGS_READ_ONLY | unix.LO_FLAGS_AUTOCLEAR)
-		if err == nil && info.Device == st.Dev && info.Inode == st.Ino &&
-			info.Offset == uint64(offset) && info.Sizelimit == uint64(size) &&
-			info.Flags&want == want && info.Flags&unix.LO_FLAGS_PARTSCAN == 0 &&
-			strings.HasPrefix(unix.ByteSliceToString(info.File_name[:]), "minirun:") {
-			return dev
-		}
-		dev.Close()
-	}
-	return nil
-}
 
 // attachLoop binds [offset, offset+size) of the open image to a free loop
 // device and returns the open device. The device clears itself when its last

@@ -227,7 +227,7 @@ func enterNamespaces(o *options) error {
 // ensureStateDirs makes /run/minirun and its two mount points, root-owned
 // 0700, refusing anything already there that is not exactly that.
 func ensureStateDirs() error {
-	for _, d := range []string{stateDir, stageDir, sessionDir} {
+	for _, d := range []string{stateDir, stageDir, sessionDir, loopIndexDir} {
 		err := unix.Mkdir(d, 0700)
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return failf(eSystem, "create %s: %w", d, err)
