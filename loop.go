@@ -98,7 +98,6 @@ func lockWithin(f *os.File, patience time.Duration) bool {
 	}
 }
 
-
 // attachLoop binds [offset, offset+size) of the open image to a free loop
 // device and returns the open device. The device clears itself when its last
 // user (the mount, or this fd) goes away.
