@@ -119,6 +119,7 @@ func cloneDetached(fd int, readOnly bool) (int, error) {
 // container is the state of the filesystem being built on this thread.
 type container struct {
 	underlays map[uint64]int // st_dev of tmpfs we made -> its mount fd
+	session   bool           // the session tmpfs is mounted
 }
 
 // buildContainer makes the container's mount namespace and root, and
@@ -759,32 +760,28 @@ func (c *container) mountDev(dev *hostDevices) error {
 // small tmpfs bound read-only over the image's files. Images without these
 // files keep running without them.
 func (c *container) writeAccountFiles(user account, groups map[int]string) error {
-	if err := unix.Mount("tmpfs", sessionDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=4m"+rootOwned()); err != nil {
-		return failf(eSystem, "mount session tmpfs: %w", err)
-	}
-	passwd, ok := readImageFile("/etc/passwd")
-	if ok {
+	if passwd, ok := readImageFile("/etc/passwd"); ok {
 		if _, found := findPasswd(passwd, strconv.Itoa(user.uid)); !found {
 			passwd = appendLine(passwd, user.passwdLine())
-		}
-		if err := c.bindGenerated("passwd", "/etc/passwd", passwd); err != nil {
-			return err
+			if err := c.bindGenerated("passwd", "/etc/passwd", passwd); err != nil {
+				return err
+			}
 		}
 	}
-	group, ok := readImageFile("/etc/group")
-	if ok {
+	if group, ok := readImageFile("/etc/group"); ok {
 		gids := make([]int, 0, len(groups))
 		for gid := range groups {
 			gids = append(gids, gid)
 		}
 		slices.Sort(gids)
+		changed := false
 		for _, gid := range gids {
 			if _, found := findGroupName(group, strconv.Itoa(gid)); !found {
-				group = appendLine(group, groups[gid])
+				group, changed = appendLine(group, groups[gid]), true
 			}
 		}
-		if err := c.bindGenerated("group", "/etc/group", group); err != nil {
-			return err
+		if changed {
+			return c.bindGenerated("group", "/etc/group", group)
 		}
 	}
 	return nil
@@ -826,14 +823,21 @@ func writeReadable(name string, data []byte) error {
 	return err
 }
 
-// bindGenerated writes data to the session tmpfs and binds it read-only
-// over dst, which must already be a regular file in the image.
+// bindGenerated writes data to the session tmpfs (mounted on first use)
+// and binds it read-only over dst, which must already be a regular file in
+// the image.
 func (c *container) bindGenerated(name, dst string, data []byte) error {
 	fd, err := resolveInRoot(dst, unix.O_PATH|unix.O_NOFOLLOW)
 	if err != nil {
 		return nil
 	}
 	defer unix.Close(fd)
+	if !c.session {
+		if err := unix.Mount("tmpfs", sessionDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=4m"+rootOwned()); err != nil {
+			return failf(eSystem, "mount session tmpfs: %w", err)
+		}
+		c.session = true
+	}
 	src := sessionDir + "/" + name
 	if err := writeReadable(src, data); err != nil {
 		return failf(eSystem, "write %s: %w", src, err)
