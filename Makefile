@@ -16,7 +16,7 @@ export CGO_ENABLED = 0
 
 # Debian packages for everything the tests and the demo run (busybox-static,
 # not busybox: it is copied into test images that have no libc).
-DEB_PKGS := squashfs-tools busybox-static cryptsetup-bin libcap2-bin util-linux passwd
+DEB_PKGS := squashfs-tools busybox-static cryptsetup-bin libcap2-bin util-linux passwd qemu-system-x86
 
 .PHONY: all install demo test fuzz deps clean bench FORCE
 
@@ -46,7 +46,7 @@ deps:
 	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else echo "missing Debian packages, install them as root: apt-get install$$missing" >&2; exit 1; fi; fi
 
 demo: deps
@@ -79,7 +79,7 @@ bench: deps
 	@missing=""; for pkg in $(BENCH_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	@mkdir -p .build/bench docs
 	$(GO) build -trimpath -buildvcs=false -ldflags '-s -w -X main.sysconfdir=$(BENCH_PREFIX)/etc -X main.version=$(VERSION)' -o .build/bench/minirun .
 	$(GO) build -trimpath -buildvcs=false -ldflags '-s -w' -o .build/bench/floor ./testdata/bench/floor
