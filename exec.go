@@ -49,13 +49,13 @@ func launch(o *options) error {
 	if err := checkNamespacePolicy(o, cfg, who); err != nil {
 		return err
 	}
-	// The capability set for this run: what root keeps or what the grant
-	// file lets this caller add (spec/capabilities.md). An insecure or
-	// malformed grant file stops every non-root run here.
 	// Names come from the trust-checked files, then getent run as root
 	// without supplementary groups (capabilities.md §5.4): run as the
 	// caller, the caller could ptrace it and forge a group name.
 	names := newNameLookup(newGetent(&syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}))
+	// The capability set for this run: what root keeps or what the grant
+	// file lets this caller add (spec/capabilities.md). An insecure or
+	// malformed grant file stops every non-root run here.
 	caps, err := decideCapabilities(o, who, cfg, names)
 	if err != nil {
 		return err
