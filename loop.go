@@ -34,7 +34,10 @@ const (
 // directory names the device last attached for these bytes, so finding it
 // costs one open, not a scan of every loop device; the kernel's answer on
 // the open device is what counts, so a stale entry is harmless.
-func attachSharedLoop(image *os.File, offset, size int64, uid int) (*os.File, error) {
+//
+// A device found here costs nothing; a new one must fit lim, counted under
+// the same lock.
+func attachSharedLoop(image *os.File, offset, size int64, uid int, lim loopLimits) (*os.File, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(image.Fd()), &st); err != nil {
 		return nil, failf(eSystem, "stat image %s: %w", image.Name(), err)
@@ -45,7 +48,7 @@ func attachSharedLoop(image *os.File, offset, size int64, uid int) (*os.File, er
 	}
 	defer lock.Close() // closing releases the lock
 	if !lockWithin(lock, loopLockPatience) {
-		return attachLoop(image, offset, size, uid)
+		return attachLoopWithin(image, offset, size, uid, lim)
 	}
 	key := fmt.Sprintf("%s/%d-%d-%d-%d", loopIndexDir, st.Dev, st.Ino, offset, size)
 	if name, err := os.Readlink(key); err == nil {
@@ -53,7 +56,7 @@ func attachSharedLoop(image *os.File, offset, size int64, uid int) (*os.File, er
 			return dev, nil
 		}
 	}
-	dev, err := attachLoop(image, offset, size, uid)
+	dev, err := attachLoopWithin(image, offset, size, uid, lim)
 	if err == nil {
 		os.Remove(key)
 		os.Symlink(dev.Name(), key) // best effort: without it the next launch attaches its own
@@ -98,9 +101,109 @@ func lockWithin(f *os.File, patience time.Duration) bool {
 	}
 }
 
+// loopLimits are the admin's caps on loop devices minirun attaches
+// (max_loop_per_user, max_loop_devices; security.md R12). A negative value
+// means no cap; root callers skip the per-user cap.
+type loopLimits struct {
+	perUser, total int64
+	root           bool
+}
+
+// loopLimitsFor is the caps that apply to who.
+func loopLimitsFor(who caller, cfg config) loopLimits {
+	return loopLimits{perUser: cfg.maxLoopPerUser, total: cfg.maxLoopDevices, root: who.root()}
+}
+
+// noLoopLimits is for tests and root-only tools.
+var noLoopLimits = loopLimits{perUser: -1, total: -1, root: true}
+
+// maxLoopScan bounds the devices one count looks at.
+const maxLoopScan = 1024
+
+// attachLoopWithin attaches a new device as attachLoop does, but only if it
+// fits lim. The count runs before the attach, so a full quota attaches
+// nothing, and again after it with our device included: launches that
+// counted at the same moment (one that gave up waiting for the lock, or
+// callers that attach without it) cannot together exceed the cap; whoever
+// finds the total too high afterwards gives its device back.
+func attachLoopWithin(image *os.File, offset, size int64, uid int, lim loopLimits) (*os.File, error) {
+	if err := lim.check(uid, 0); err != nil {
+		return nil, err
+	}
+	dev, err := attachLoop(image, offset, size, uid)
+	if err != nil {
+		return nil, err
+	}
+	if err := lim.check(uid, 1); err != nil {
+		unix.IoctlSetInt(int(dev.Fd()), unix.LOOP_CLR_FD, 0)
+		dev.Close()
+		return nil, err
+	}
+	return dev, nil
+}
+
+// check fails with E_RESOURCE when the devices already attached (ours
+// among them: the number of our own the count includes) leave no room.
+func (lim loopLimits) check(uid int, ours int64) error {
+	perUser := lim.perUser >= 0 && !lim.root
+	total := lim.total >= 0
+	if !perUser && !total {
+		return nil
+	}
+	mine, all := countMinirunLoops(uid)
+	if perUser && mine-ours >= lim.perUser {
+		return failf(eResource, "loop limit: uid %d already has %d minirun loop devices attached (max_loop_per_user = %d)", uid, mine-ours, lim.perUser)
+	}
+	if total && all-ours >= lim.total {
+		return failf(eResource, "loop limit: %d minirun loop devices are attached (max_loop_devices = %d)", all-ours, lim.total)
+	}
+	return nil
+}
+
+// countMinirunLoops counts the bound loop devices that minirun attached, for
+// uid and in all, by the lo_file_name loopTag gave them. Only devices sysfs
+// shows as bound are opened; holding the fd during the ioctl keeps the
+// answer consistent, and closing it cannot detach a device someone uses.
+func countMinirunLoops(uid int) (mine, all int64) {
+	entries, err := os.ReadDir("/sys/block")
+	if err != nil {
+		return 0, 0
+	}
+	prefix := "minirun:" + strconv.Itoa(uid) + ":"
+	scanned := 0
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "loop") || scanned >= maxLoopScan {
+			continue
+		}
+		if _, err := os.Stat("/sys/block/" + name + "/loop/backing_file"); err != nil {
+			continue
+		}
+		scanned++
+		dev, err := os.OpenFile("/dev/"+name, os.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			continue
+		}
+		info, err := unix.IoctlLoopGetStatus64(int(dev.Fd()))
+		dev.Close()
+		if err != nil {
+			continue
+		}
+		tag := unix.ByteSliceToString(info.File_name[:])
+		if strings.HasPrefix(tag, "minirun:") {
+			all++
+			if strings.HasPrefix(tag, prefix) {
+				mine++
+			}
+		}
+	}
+	return mine, all
+}
+
 // attachLoop binds [offset, offset+size) of the open image to a free loop
 // device and returns the open device. The device clears itself when its last
-// user (the mount, or this fd) goes away.
+// user (the mount, or this fd) goes away. It applies no limits: launches
+// use attachLoopWithin.
 func attachLoop(image *os.File, offset, size int64, uid int) (*os.File, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(image.Fd()), &st); err != nil {

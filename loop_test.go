@@ -1,0 +1,85 @@
+// loop_test.go tests the loop-device caps of loop.go (max_loop_per_user,
+// max_loop_devices): counted by the owner tag, checked before a new device
+// exists, and free for a shared device that is reused.
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoopLimits(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for loop devices (CI runs as root)")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("no /dev/loop-control in this environment")
+	}
+	if err := ensureStateDirs(); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// A uid no other test uses, so concurrent runs do not disturb the counts.
+	uid := 3_900_000 + os.Getpid()%100_000
+	user := loopLimits{perUser: 1, total: -1}
+
+	mine, _ := countMinirunLoops(uid)
+	if mine != 0 {
+		t.Fatalf("uid %d already has %d devices", uid, mine)
+	}
+	if _, err := attachLoopWithin(f, 0, 4096, uid, loopLimits{perUser: 0, total: -1}); classOf(err) != eResource || !strings.Contains(err.Error(), "loop limit") {
+		t.Fatalf("max_loop_per_user = 0: want E_RESOURCE loop limit, got %v", err)
+	}
+	if _, err := attachSharedLoop(f, 0, 4096, uid, loopLimits{perUser: -1, total: 0, root: true}); classOf(err) != eResource {
+		t.Fatalf("max_loop_devices = 0 applies to root too: want E_RESOURCE, got %v", err)
+	}
+	if mine, _ := countMinirunLoops(uid); mine != 0 {
+		t.Fatalf("a refused attach left %d devices", mine)
+	}
+
+	first, err := attachSharedLoop(f, 0, 4096, uid, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if mine, all := countMinirunLoops(uid); mine != 1 || all < 1 {
+		t.Fatalf("after one attach: mine %d all %d", mine, all)
+	}
+	// The same bytes again: the shared device is reused and costs nothing.
+	again, err := attachSharedLoop(f, 0, 4096, uid, user)
+	if err != nil {
+		t.Fatalf("reuse at the limit: %v", err)
+	}
+	defer again.Close()
+	if again.Name() != first.Name() {
+		t.Errorf("reuse gave %s, want %s", again.Name(), first.Name())
+	}
+	// Different bytes need a new device: over the limit.
+	if _, err := attachSharedLoop(f, 4096, 4096, uid, user); classOf(err) != eResource {
+		t.Fatalf("second device at max_loop_per_user = 1: want E_RESOURCE, got %v", err)
+	}
+	if _, err := attachLoopWithin(f, 4096, 4096, uid, user); classOf(err) != eResource {
+		t.Fatalf("direct attach at the limit: want E_RESOURCE, got %v", err)
+	}
+	// Root is not held to the per-user cap; another user is not charged for ours.
+	for _, c := range []struct {
+		uid int
+		lim loopLimits
+	}{{uid, loopLimits{perUser: 1, total: -1, root: true}}, {uid + 1, user}} {
+		dev, err := attachLoopWithin(f, 8192, 4096, c.uid, c.lim)
+		if err != nil {
+			t.Fatalf("uid %d %+v: %v", c.uid, c.lim, err)
+		}
+		dev.Close()
+	}
+}
