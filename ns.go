@@ -164,7 +164,9 @@ func prepareContainer(o *options, who caller, user account, cfg config, plan *la
 	}
 	for _, b := range plan.binds {
 		if err := c.attachBind(b); err != nil {
-			if b.optional {
+			// A default bind may be skipped when it cannot be made; an image
+			// whose mount point is not what it must be is refused (E8).
+			if b.optional && classOf(err) != eImage {
 				if o.verbose || o.debug {
 					warnf("skipping bind of %s: %v", b.src, err)
 				}
@@ -289,6 +291,10 @@ func (c *container) mountpoint(dst string, dir bool) (int, error) {
 		if err := unix.Fstat(fd, &st); err != nil {
 			unix.Close(fd)
 			return -1, err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			unix.Close(fd)
+			return -1, failf(eImage, "mount point %s in the image is a symbolic link, not a directory or regular file", escapeText(dst))
 		}
 		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 		if isDir != dir || (!dir && st.Mode&unix.S_IFMT != unix.S_IFREG) {
@@ -840,7 +846,11 @@ func (c *container) bindGenerated(name, dst string, data []byte) error {
 	}
 	src := sessionDir + "/" + name
 	if err := writeReadable(src, data); err != nil {
-		return failf(eSystem, "write %s: %w", src, err)
+		class := eSystem
+		if errors.Is(err, unix.EFBIG) || errors.Is(err, unix.ENOSPC) {
+			class = eResource
+		}
+		return failf(class, "write %w", err) // the error names the file
 	}
 	if err := bindPath(src, fd, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV); err != nil {
 		return failf(eSystem, "bind %s: %w", dst, err)

@@ -27,9 +27,7 @@ type launchPlan struct {
 	groupLines map[int]string // /etc/group lines for the caller's gids
 	cwd        string         // the caller's working directory (host path)
 
-	callerEnv    []string
-	callerLimits []savedLimit
-	callerUmask  int
+	callerEnv []string
 }
 
 // hostBind is a host path to appear at dst in the container.
@@ -47,7 +45,6 @@ type hostBind struct {
 // filesystem credentials and records the caller's limits and environment.
 func openAsCaller(o *options, who caller, user account, cfg config, names *nameLookup) (*launchPlan, error) {
 	plan := &launchPlan{callerEnv: syscall.Environ(), groupLines: groupLines(names, who, user)}
-	plan.saveCallerLimits()
 
 	cwd, err := unix.Getwd() // the kernel's answer, not $PWD
 	if err == nil {
@@ -187,6 +184,9 @@ func openError(what, name string, err error) error {
 		return failf(eUsage, "%s %s does not exist", what, escapeText(name))
 	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
 		return failf(ePerm, "%s %s: permission denied", what, escapeText(name))
+	case errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV):
+		// a device without a driver behind it, a tty we have no claim to, a socket
+		return failf(eImage, "%s %s is not a regular file or a directory", what, escapeText(name))
 	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV):
 		return failf(eUsage, "%s %s: /proc magic links are not accepted", what, escapeText(name))
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 
@@ -28,7 +29,7 @@ type initPlan struct {
 	Cwd      string
 	Home     string
 	Umask    int
-	Core     unix.Rlimit
+	Limits   []savedLimit
 	Proc     string // host /proc options to carry (hidepid=, subset=)
 }
 
@@ -44,6 +45,12 @@ var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGH
 // launchWithInit builds the container except /proc and the pivot, starts
 // the init inside the new PID namespace and becomes a plain waiting parent.
 func launchWithInit(o *options, who caller, user account, cfg config, plan *launchPlan, rootfs imageRootfs, set capSet, nnp bool) error {
+	// After the drop both P0 and the init are the caller's processes; the
+	// Go runtime dies if it cannot start a thread, so refuse up front.
+	var nproc unix.Rlimit
+	if !who.root() && unix.Getrlimit(unix.RLIMIT_NPROC, &nproc) == nil && nproc.Cur < 64 {
+		return failf(eResource, "--pid: RLIMIT_NPROC %d is too small for the init (64 at least)", nproc.Cur)
+	}
 	self, err := os.OpenFile("/proc/self/exe", unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return failf(eSystem, "open /proc/self/exe: %w", err)
@@ -61,7 +68,7 @@ func launchWithInit(o *options, who caller, user account, cfg config, plan *laun
 	}
 	p := initPlan{UID: who.uid, GID: who.gid, Groups: who.groups, Caps: uint64(set), NNP: nnp,
 		Argv: payloadArgv(o), Env: payloadEnv(plan.callerEnv, user, o.cleanEnv, o.env),
-		Pwd: o.pwd, Cwd: plan.cwd, Home: user.home, Umask: plan.callerUmask, Core: callerCoreLimit,
+		Pwd: o.pwd, Cwd: plan.cwd, Home: user.home, Umask: callerUmask, Limits: callerLimits,
 		Proc: hostProcOptions()}
 
 	// Started from this locked thread, so the child is in its namespaces.
@@ -88,7 +95,9 @@ func launchWithInit(o *options, who caller, user account, cfg config, plan *laun
 		initProc.Kill()
 		return failf(eSystem, "send the plan to the init: %w", err)
 	}
-	planWrite.Close()
+	// planWrite stays open for as long as we live: the init takes its
+	// hang-up as proof that we died (see parentAlive).
+	defer runtime.KeepAlive(planWrite)
 
 	// Nothing privileged is left to do here: become the caller on every
 	// thread (this thread changed only namespaces, so all threads agree).
@@ -111,7 +120,9 @@ func launchWithInit(o *options, who caller, user account, cfg config, plan *laun
 			initProc.Signal(s)
 		}
 	}()
-	os.Exit(waitStatus(pid))
+	status := waitStatus(pid)
+	runtime.KeepAlive(planWrite)
+	os.Exit(status)
 	return nil
 }
 
@@ -166,14 +177,17 @@ func isInitRole() bool {
 
 // runInit is PID 1 of the container. It never returns.
 func runInit() {
+	// The setuid execve cleared the parent-death signal P0 asked for, and
+	// getppid() is 0 for a PID 1: arm it again, then make sure P0 did not
+	// die before it was armed.
+	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0)
 	unix.Close(initTokenFD)
 	unix.Close(3)
 	var p initPlan
 	planFile := os.NewFile(initPlanFD, "plan")
 	if err := json.NewDecoder(io.LimitReader(planFile, maxPlanSize)).Decode(&p); err != nil {
-		fatal(failf(eInternal, "init: read plan: %w", err), false)
+		os.Exit(255) // P0 died before sending the plan: nothing to report to
 	}
-	planFile.Close()
 	who := caller{uid: p.UID, gid: p.GID, groups: p.Groups}
 
 	// Our cwd is the staged root; /proc is mounted from inside the namespace.
@@ -193,6 +207,10 @@ func runInit() {
 	}
 	// The drop cleared the parent-death signal: P0's death must still end us.
 	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0)
+	if !parentAlive(initPlanFD) {
+		os.Exit(255)
+	}
+	planFile.Close()
 
 	o := &options{pwd: p.Pwd}
 	if err := enterWorkdir(o, account{home: p.Home}, p.Cwd); err != nil {
@@ -202,8 +220,7 @@ func runInit() {
 	if err != nil {
 		fatal(err, false)
 	}
-	unix.Umask(p.Umask)
-	unix.Setrlimit(unix.RLIMIT_CORE, &p.Core)
+	restoreCallerLimits(p.Limits, p.Umask)
 	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 
 	sigs := make(chan os.Signal, 8)
@@ -218,6 +235,14 @@ func runInit() {
 		}
 	}()
 	os.Exit(reapUntil(payload.Pid))
+}
+
+// parentAlive reports whether P0 still holds the write end of the plan
+// pipe: the kernel signals a hang-up on the read end once it is gone.
+func parentAlive(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && (n == 0 || fds[0].Revents&(unix.POLLHUP|unix.POLLERR) == 0)
 }
 
 // reapUntil reaps every child (orphans are re-parented to us) and returns

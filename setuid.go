@@ -53,17 +53,52 @@ func setuidHygiene() {
 		reexecClean(clean)
 	}
 
-	// The privileged process never leaves a core file behind, and creates
-	// nothing others can read; the payload gets the caller's values back.
-	unix.Getrlimit(unix.RLIMIT_CORE, &callerCoreLimit)
-	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})
-	callerUmask = unix.Umask(077)
+	if err := adjustLimits(); err != nil {
+		fatal(err, false)
+	}
+	callerUmask = unix.Umask(077) // nothing minirun creates is readable by others
 }
 
+// The caller's resource limits and umask, as they were at entry; the
+// payload gets them back exactly (restoreCallerLimits).
 var (
-	callerCoreLimit unix.Rlimit
-	callerUmask     int
+	callerLimits []savedLimit
+	callerUmask  int
 )
+
+// savedLimit is one of the caller's resource limits.
+type savedLimit struct {
+	Resource int
+	Limit    unix.Rlimit
+}
+
+// adjustLimits makes the privileged process safe and able to work whatever
+// limits the caller set: no core file (soft limit 0: lowering the hard
+// limit could not be undone for the payload on a host that withholds
+// CAP_SYS_RESOURCE), file size up to the hard limit, and enough
+// descriptors. Limits too small to work with end here, before anything
+// privileged happens.
+func adjustLimits() error {
+	for _, r := range []int{unix.RLIMIT_CORE, unix.RLIMIT_FSIZE} {
+		var l unix.Rlimit
+		if err := unix.Getrlimit(r, &l); err != nil {
+			return failf(eSystem, "read resource limit %d: %w", r, err)
+		}
+		callerLimits = append(callerLimits, savedLimit{r, l})
+	}
+	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{Cur: 0, Max: callerLimits[0].Limit.Max})
+	fsize := callerLimits[1].Limit
+	if fsize.Max < 16<<20 {
+		return failf(eResource, "RLIMIT_FSIZE hard limit %d is too small for minirun (16 MiB at least)", fsize.Max)
+	}
+	unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: fsize.Max, Max: fsize.Max})
+	// The Go runtime already raised the soft descriptor limit to the hard one.
+	var nofile unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile) == nil && nofile.Cur < 64 {
+		return failf(eResource, "RLIMIT_NOFILE %d is too small for minirun (64 at least)", nofile.Cur)
+	}
+	return nil
+}
 
 // quietSignalsDuringSetup keeps SIGQUIT from taking the Go runtime's
 // crash path (a goroutine dump) while minirun sets up; execPayload gives it
