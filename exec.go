@@ -69,6 +69,11 @@ func launch(o *options) error {
 		return err
 	}
 
+	// Where the image lies and who owns it, as the admin limits (R14).
+	if err := checkImagePolicy(plan.image, &plan.imageStat, o.image, who, cfg, names); err != nil {
+		return err
+	}
+
 	// 4. The image: what it is, and whether policy lets this caller run it.
 	rootfs, err := inspectImage(plan.image, o.image, who, cfg)
 	if err != nil {
@@ -146,7 +151,7 @@ func execPayload(o *options, who caller, user account, plan *launchPlan) error {
 
 	// The caller's limits and umask come back; descriptors they passed in
 	// beyond 0-2 do not cross into the container (R8).
-	restoreCallerLimits(plan)
+	restoreCallerLimits(callerLimits, callerUmask)
 	restoreSignals()
 	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	err = syscall.Exec(path, argv, env)
@@ -230,6 +235,10 @@ func inspectImage(f *os.File, name string, who caller, cfg config) (imageRootfs,
 	kind := "dir"
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
+		var host unix.Stat_t
+		if unix.Stat("/", &host) == nil && host.Dev == st.Dev && host.Ino == st.Ino {
+			return imageRootfs{}, failf(eImage, "image %s is the host's root directory", escapeText(name))
+		}
 		rootfs.format = "dir"
 	case unix.S_IFREG:
 		var err error
@@ -271,10 +280,10 @@ func (p *launchPlan) attachImage(rootfs imageRootfs, who caller, cfg config) (er
 		}
 	}
 	if backing == p.image && cfg.sharedLoopDevices {
-		p.loop, err = attachSharedLoop(backing, offset, rootfs.size, who.uid)
+		p.loop, err = attachSharedLoop(backing, offset, rootfs.size, who.uid, loopLimitsFor(who, cfg))
 		return err
 	}
-	p.loop, err = attachLoop(backing, offset, rootfs.size, who.uid)
+	p.loop, err = attachLoopWithin(backing, offset, rootfs.size, who.uid, loopLimitsFor(who, cfg))
 	return err
 }
 
@@ -351,22 +360,11 @@ func enterWorkdir(o *options, user account, cwd string) error {
 	return nil
 }
 
-// savedLimit is one of the caller's resource limits, restored for the payload.
-type savedLimit struct {
-	resource int
-	limit    unix.Rlimit
-}
-
-func (p *launchPlan) saveCallerLimits() {
-	p.callerUmask = callerUmask
-	p.callerLimits = []savedLimit{{unix.RLIMIT_CORE, callerCoreLimit}}
-}
-
-// restoreCallerLimits gives the payload the caller's umask and core limit;
-// RLIMIT_NOFILE is restored by syscall.Exec itself.
-func restoreCallerLimits(p *launchPlan) {
-	for _, l := range p.callerLimits {
-		unix.Setrlimit(l.resource, &l.limit)
+// restoreCallerLimits gives the payload the caller's umask and the limits
+// minirun changed; RLIMIT_NOFILE is restored by syscall.Exec itself.
+func restoreCallerLimits(limits []savedLimit, umask int) {
+	for _, l := range limits {
+		unix.Setrlimit(l.Resource, &l.Limit)
 	}
-	unix.Umask(p.callerUmask)
+	unix.Umask(umask)
 }
