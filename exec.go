@@ -84,6 +84,14 @@ func launch(o *options) error {
 	for _, b := range plan.binds {
 		verbosef(verbose, "bind %s to %s (writable %v)", b.src, b.dst, b.writable)
 	}
+	// An encrypted image is unlocked now, before any device or lock exists:
+	// the passphrase prompt waits here and every KDF runs here, within the
+	// admin's caps (R10). Only the volume key is kept, in locked memory.
+	secret, err := unlockRootfs(plan.image, o.image, rootfs,
+		keyRequest{pemPath: o.pemPath, prompt: o.passphrase, env: plan.callerEnv}, who, cfg, o.quiet)
+	if err != nil {
+		return err
+	}
 
 	// 5. Detached copies of every host directory that will be bound in,
 	// made now in the host namespace (the kernel refuses to bind across
@@ -99,7 +107,7 @@ func launch(o *options) error {
 		return err
 	}
 	if rootfs.format != "dir" {
-		if err := plan.attachImage(rootfs, who, cfg); err != nil {
+		if err := plan.attachImage(rootfs, secret, who, cfg); err != nil {
 			return err
 		}
 		verbosef(verbose, "loop device %s attached read-only, autoclear", plan.loop.Name())
@@ -255,9 +263,6 @@ func inspectImage(f *os.File, name string, who caller, cfg config) (imageRootfs,
 	if !who.root() && !containsString(cfg.allowContainer, kind) {
 		return imageRootfs{}, failf(ePolicy, "image %s: the administrator does not allow %s images (allow_container)", escapeText(name), kind)
 	}
-	if kind == "encrypted" {
-		return imageRootfs{}, failf(eImage, "image %s is encrypted; this minirun cannot open encrypted images yet", escapeText(name))
-	}
 	return rootfs, nil
 }
 
@@ -265,19 +270,26 @@ func inspectImage(f *os.File, name string, who caller, cfg config) (imageRootfs,
 // can change while it is mounted is handled as the admin chose in
 // user_writable_images (security.md R11): run it, refuse it, or mount a
 // sealed in-memory copy whose bytes cannot change underneath the kernel.
-func (p *launchPlan) attachImage(rootfs imageRootfs, who caller, cfg config) (err error) {
+// An encrypted image's plaintext gets a device of its own through
+// crypt.go's backends (dm-crypt, or a sealed memfd), never a shared one:
+// every launch proves its own key (spec §5).
+func (p *launchPlan) attachImage(rootfs imageRootfs, secret *unlockedImage, who caller, cfg config) (err error) {
 	backing, offset := p.image, rootfs.offset
-	if p.imageWritable && !who.root() {
-		switch cfg.userWritableImages {
-		case "refuse":
-			return failf(ePolicy, "image %s can be modified by you; the administrator does not allow such images (user_writable_images = \"refuse\")", p.image.Name())
-		case "sealed-copy":
-			if backing, err = sealedCopy(p.image, rootfs.offset, rootfs.size, cfg.sealedCopyMaxMiB); err != nil {
-				return err
-			}
-			defer backing.Close() // the loop device holds its own reference
-			offset = 0
+	callerWritable := p.imageWritable && !who.root()
+	if callerWritable && cfg.userWritableImages == "refuse" {
+		return failf(ePolicy, "image %s can be modified by you; the administrator does not allow such images (user_writable_images = \"refuse\")", p.image.Name())
+	}
+	if rootfs.kind == rootfsEncrypted {
+		sealed := callerWritable && cfg.userWritableImages == "sealed-copy"
+		p.loop, err = attachEncrypted(p.image, rootfs, secret, who.uid, cfg, sealed, loopLimitsFor(who, cfg))
+		return err
+	}
+	if callerWritable && cfg.userWritableImages == "sealed-copy" {
+		if backing, err = sealedCopy(p.image, rootfs.offset, rootfs.size, cfg.sealedCopyMaxMiB); err != nil {
+			return err
 		}
+		defer backing.Close() // the loop device holds its own reference
+		offset = 0
 	}
 	if backing == p.image && cfg.sharedLoopDevices {
 		p.loop, err = attachSharedLoop(backing, offset, rootfs.size, who.uid, loopLimitsFor(who, cfg))

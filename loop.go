@@ -205,6 +205,13 @@ func countMinirunLoops(uid int) (mine, all int64) {
 // user (the mount, or this fd) goes away. It applies no limits: launches
 // use attachLoopWithin.
 func attachLoop(image *os.File, offset, size int64, uid int) (*os.File, error) {
+	return attachLoopBlocks(image, offset, size, uid, 0)
+}
+
+// attachLoopBlocks is attachLoop with the device's logical block size (0 for
+// the kernel's 512), set in the same LOOP_CONFIGURE: the sealed-memfd backend
+// of encrypted images uses 4096, their sector size (spec §4.4).
+func attachLoopBlocks(image *os.File, offset, size int64, uid int, blockSize uint32) (*os.File, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(image.Fd()), &st); err != nil {
 		return nil, failf(eSystem, "stat image %s: %w", image.Name(), err)
@@ -215,7 +222,7 @@ func attachLoop(image *os.File, offset, size int64, uid int) (*os.File, error) {
 	}
 	defer ctl.Close()
 
-	cfg := unix.LoopConfig{Fd: uint32(image.Fd())}
+	cfg := unix.LoopConfig{Fd: uint32(image.Fd()), Size: blockSize}
 	cfg.Info.Offset = uint64(offset)
 	cfg.Info.Sizelimit = uint64(size)
 	cfg.Info.Flags = unix.LO_FLAGS_READ_ONLY | unix.LO_FLAGS_AUTOCLEAR

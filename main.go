@@ -37,6 +37,9 @@ type options struct {
 	addCaps, dropCaps  []string
 	keepPrivs, noPrivs bool
 
+	passphrase bool   // prompt for the key of an encrypted image
+	pemPath    string // RSA private key for an encrypted image
+
 	quiet, verbose, debug bool
 }
 
@@ -74,6 +77,11 @@ func main() {
 		if err := launch(o); err != nil {
 			fatal(err, o.debug)
 		}
+	case "build":
+		// It gives up every privilege first thing (R7).
+		if err := buildCommand(rest); err != nil {
+			fatal(err, false)
+		}
 	case "capability":
 		// It drops privilege itself, once it has read the host's capability
 		// set (list and avail need nothing more; add/drop/import need root).
@@ -104,6 +112,7 @@ Usage:
   minirun exec [options] IMAGE COMMAND [ARG...]   run COMMAND in the container
   minirun run [options] IMAGE [ARG...]            run the image's runscript (else /bin/sh)
   minirun shell [options] IMAGE [ARG...]          start /bin/sh in the container
+  minirun build [options] OUT.sif SOURCE          make a SIF (optionally encrypted) from a squashfs or directory
   minirun capability add|drop|list|avail|import   manage capability grants (see 'minirun capability --help')
   minirun version                                 print the version
   minirun help [COMMAND]                          show help for a command
@@ -131,6 +140,11 @@ func commandUsage(cmd string, w io.Writer) bool {
 		return true
 	}
 	switch cmd {
+	case "build":
+		fs := buildFlags(&buildOptions{})
+		fs.SetOutput(w)
+		fs.Usage()
+		return true
 	case "version":
 		fmt.Fprintln(w, "minirun version\n\nPrint minirun's version.")
 		return true
@@ -186,6 +200,8 @@ func launchFlags(cmd string, o *options) (*flag.FlagSet, *[]string) {
 	fs.Var(listFlag{&o.dropCaps}, "drop-caps", "")
 	fs.BoolVar(&o.keepPrivs, "keep-privs", false, "")
 	fs.BoolVar(&o.noPrivs, "no-privs", false, "")
+	fs.BoolVar(&o.passphrase, "passphrase", false, "")
+	fs.StringVar(&o.pemPath, "pem-path", "", "")
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "Usage: %s\n", launchSynopsis[cmd])
@@ -215,6 +231,13 @@ Options (they end at IMAGE; everything after IMAGE belongs to the command):
       --drop-caps CAPS          capabilities to drop (applied last)
       --keep-privs              (root only) keep every capability the host allows
       --no-privs                no capabilities and no_new_privs, even for root
+      --passphrase              ask on the terminal for the passphrase of an
+                                encrypted image
+      --pem-path FILE           open an encrypted image with the RSA private key
+                                in FILE (PEM; read with your own permissions).
+                                Without these two, the key of an encrypted image
+                                comes from MINIRUN_ENCRYPTION_PEM_PATH or
+                                MINIRUN_ENCRYPTION_PASSPHRASE (APPTAINER_* too)
   -q, --quiet                   print only errors
   -v, --verbose                 say what is being set up
   -d, --debug                   print each setup step and error classes
