@@ -417,14 +417,15 @@ func unlockRootfs(image *os.File, name string, rootfs imageRootfs, req keyReques
 		}
 		return nil, nil
 	}
-	if !found {
-		return nil, failf(eUsage, "image %s is encrypted: use --passphrase or --pem-path (or MINIRUN_ENCRYPTION_PASSPHRASE / MINIRUN_ENCRYPTION_PEM_PATH)", escapeText(name))
-	}
-	// The header first: a hostile one is refused before anyone is asked for a key.
+	// The header first: a hostile one is refused before anyone is asked
+	// for a key, and whether or not a key was given.
 	limits := newKDFLimits(cfg.kdfMaxMemoryMiB, cfg.kdfMaxPBKDF2Iterations)
 	vol, err := openLUKS(io.NewSectionReader(image, rootfs.offset, rootfs.size), rootfs.size, limits)
 	if err != nil {
 		return nil, inImage(err, name)
+	}
+	if !found {
+		return nil, failf(eUsage, "image %s is encrypted: use --passphrase or --pem-path (or MINIRUN_ENCRYPTION_PASSPHRASE / MINIRUN_ENCRYPTION_PEM_PATH)", escapeText(name))
 	}
 	pass, err := luksPassphraseFrom(src, image, name, rootfs, who)
 	if err != nil {

@@ -56,7 +56,8 @@ func payloadEnv(caller []string, user account, cleanEnv bool, extra []string) []
 		name, _, _ := strings.Cut(kv, "=")
 		switch {
 		case name == "PATH", name == "HOME", name == "USER", name == "LOGNAME",
-			name == "LD_LIBRARY_PATH", strings.HasPrefix(name, "GO"), strings.HasPrefix(name, "MINIRUN_"):
+			name == "LD_LIBRARY_PATH", strings.HasPrefix(name, "GO"), strings.HasPrefix(name, "MINIRUN_"),
+			strings.HasPrefix(name, "APPTAINER_ENCRYPTION_"):
 			continue
 		case cleanEnv && !cleanEnvKeep[name] && !strings.HasPrefix(name, "LC_"):
 			continue

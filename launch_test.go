@@ -124,7 +124,7 @@ func FuzzEnvScan(f *testing.F) {
 func TestPayloadEnv(t *testing.T) {
 	user := account{name: "alice", home: "/home/alice"}
 	caller := []string{"FOO=bar", "PATH=/evil", "HOME=/tmp/x", "USER=mallory", "LD_LIBRARY_PATH=/x",
-		"GOFLAGS=x", "MINIRUN_ENCRYPTION_PASSPHRASE=secret", "LANG=C.UTF-8", "LC_ALL=C", "SLURM_JOB_ID=7"}
+		"GOFLAGS=x", "MINIRUN_ENCRYPTION_PASSPHRASE=secret", "APPTAINER_ENCRYPTION_PEM_PATH=/k.pem", "LANG=C.UTF-8", "LC_ALL=C", "SLURM_JOB_ID=7"}
 	env := payloadEnv(caller, user, false, []string{"EXTRA=1", "FOO=baz"})
 	want := map[string]string{"FOO": "baz", "PATH": containerPath, "HOME": "/home/alice", "USER": "alice",
 		"LOGNAME": "alice", "LANG": "C.UTF-8", "LC_ALL": "C", "SLURM_JOB_ID": "7", "EXTRA": "1"}
