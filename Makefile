@@ -84,4 +84,4 @@ bench: deps
 	$(GO) build -trimpath -buildvcs=false -ldflags '-s -w -X main.sysconfdir=$(BENCH_PREFIX)/etc -X main.version=$(VERSION)' -o .build/bench/minirun .
 	$(GO) build -trimpath -buildvcs=false -ldflags '-s -w' -o .build/bench/floor ./testdata/bench/floor
 	$(GO) build -trimpath -buildvcs=false -o .build/bench/harness ./testdata/bench/harness
-	.build/bench/harness -prefix $(BENCH_PREFIX) -rounds $(BENCH_ROUNDS) -bin .build/bench -version '$(VERSION)' -out docs/benchmarks.md
+	.build/bench/harness -prefix $(BENCH_PREFIX) -rounds $(BENCH_ROUNDS) -bin .build/bench -version '$(VERSION)' -go $(GO) -out docs/benchmarks.md

@@ -29,14 +29,17 @@ import (
 )
 
 var (
-	prefix   = flag.String("prefix", "/run/minirun-bench", "scratch install prefix (root-owned 0755, not under /tmp)")
-	binDir   = flag.String("bin", ".build/bench", "directory holding the freshly built minirun and floor")
-	out      = flag.String("out", "docs/benchmarks.md", "Markdown report to (re)write")
-	rounds   = flag.Int("rounds", 100, "measured rounds; each runs every command once, in shuffled order")
-	warmup   = flag.Int("warmup", 5, "unmeasured rounds first")
-	userName = flag.String("user", "mrbench", "unprivileged test user (created with useradd -m -U if missing)")
-	version  = flag.String("version", "", "minirun version string, for the report")
-	concReps = flag.Int("conc-reps", 3, "repetitions of each concurrent-launch case")
+	prefix        = flag.String("prefix", "/run/minirun-bench", "scratch install prefix (root-owned 0755, not under /tmp)")
+	binDir        = flag.String("bin", ".build/bench", "directory holding the freshly built minirun and floor")
+	out           = flag.String("out", "docs/benchmarks.md", "Markdown report to (re)write")
+	rounds        = flag.Int("rounds", 100, "measured rounds; each runs every command once, in shuffled order")
+	warmup        = flag.Int("warmup", 5, "unmeasured rounds first")
+	userName      = flag.String("user", "mrbench", "unprivileged test user (created with useradd -m -U if missing)")
+	version       = flag.String("version", "", "minirun version string, for the report")
+	concReps      = flag.Int("conc-reps", 3, "repetitions of each concurrent-launch case")
+	encPassRounds = flag.Int("pass-rounds", 5, "rounds of the passphrase-image startup (each launch pays argon2)")
+	goBin         = flag.String("go", "go", "Go toolchain for luks_test.go's benchmarks (run in the working directory)")
+	benchtime     = flag.String("benchtime", "1s", "-benchtime of luks_test.go's benchmarks")
 )
 
 // account is one identity the commands run as.
@@ -115,6 +118,8 @@ func main() {
 		r.imageSizes = append(r.imageSizes, [2]string{f, kib(st.Size())})
 	}
 	runcBundles := setupRunc(rootfs, usr)
+	log("building encrypted images with %s build", minirun)
+	r.enc = buildEncrypted(minirun, rootfs, img, usr)
 
 	// The commands. Runc needs a fresh container id per launch.
 	var cmds []*command
@@ -128,6 +133,9 @@ func main() {
 				fixed(f, "minirun", who, minirun, "exec", images[f], "/bin/true"),
 				fixed(f, "floor", who, floorBin, images[f], "/bin/true"))
 		}
+		cmds = append(cmds,
+			fixed("sif", "minirun", who, minirun, "exec", r.enc.plain, "/bin/true"),
+			fixed("sif-pem", "minirun", who, minirun, "exec", "--pem-path", r.enc.key, r.enc.pem, "/bin/true"))
 		cmds = append(cmds,
 			fixed("dir", "minirun", who, minirun, "exec", rootfs, "/bin/true"),
 			fixed("dir", "floor", who, floorBin, "-dir", rootfs, "/bin/true"))
@@ -190,6 +198,17 @@ func main() {
 		}
 	}
 	r.cmds = cmds
+
+	// Encrypted images: the passphrase startup (few rounds), the backend,
+	// and luks_test.go's benchmarks.
+	log("%d rounds of the passphrase image", *encPassRounds)
+	r.cmds = append(r.cmds, passRounds(minirun, r.enc, users, *encPassRounds)...)
+	r.enc.backend = encBackend(minirun, r.enc)
+	log("go test -bench in the repository (benchtime %s)", *benchtime)
+	r.goBench = runGoBench(*goBin, *benchtime)
+	if r.goBench.err != "" {
+		log("go benchmarks failed: %s", r.goBench.err)
+	}
 
 	// Sizes and peak memory.
 	log("peak RSS")
