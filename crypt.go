@@ -590,18 +590,7 @@ func attachMemoryBackend(u *unlockedImage, uid int, maxMiB int64, lim loopLimits
 	if size%4096 != 0 {
 		blockSize = 0
 	}
-	dev, err := attachLoopBlocks(mem, 0, size, uid, blockSize)
-	if err != nil {
-		return nil, err
-	}
-	// Counted again with our device, as attachLoopWithin does: launches that
-	// counted at the same moment cannot together exceed the cap.
-	if err := lim.check(uid, 1); err != nil {
-		unix.IoctlSetInt(int(dev.Fd()), unix.LOOP_CLR_FD, 0)
-		dev.Close()
-		return nil, err
-	}
-	return dev, nil
+	return attachLoopBlocksWithin(mem, 0, size, uid, blockSize, lim)
 }
 
 // checkSwapForPlaintext refuses the memory backend while a swap area could

@@ -127,10 +127,16 @@ const maxLoopScan = 1024
 // callers that attach without it) cannot together exceed the cap; whoever
 // finds the total too high afterwards gives its device back.
 func attachLoopWithin(image *os.File, offset, size int64, uid int, lim loopLimits) (*os.File, error) {
+	return attachLoopBlocksWithin(image, offset, size, uid, 0, lim)
+}
+
+// attachLoopBlocksWithin is attachLoopWithin with the device's logical
+// block size (see attachLoopBlocks).
+func attachLoopBlocksWithin(image *os.File, offset, size int64, uid int, blockSize uint32, lim loopLimits) (*os.File, error) {
 	if err := lim.check(uid, 0); err != nil {
 		return nil, err
 	}
-	dev, err := attachLoop(image, offset, size, uid)
+	dev, err := attachLoopBlocks(image, offset, size, uid, blockSize)
 	if err != nil {
 		return nil, err
 	}
