@@ -156,7 +156,7 @@ func encSetup(e *itEnv) (*encEnv, error) {
 					return nil, fmt.Errorf("siftool %v: %v\n%s", args, err, out)
 				}
 			}
-		} else if err := encWrapLibrary(v.out, luks); err != nil {
+		} else if err := itWriteLibrarySIF(v.out, luks, sif.FsEncryptedSquashfs); err != nil {
 			return nil, err
 		}
 		os.Remove(luks)
@@ -174,30 +174,6 @@ func encSetup(e *itEnv) (*encEnv, error) {
 func encPKCS8(k *rsa.PrivateKey) []byte {
 	der, _ := x509.MarshalPKCS8PrivateKey(k)
 	return der
-}
-
-// encWrapLibrary adds the LUKS file as an encrypted primary partition with the
-// reference sif library, behind a definition file.
-func encWrapLibrary(dst, luks string) error {
-	f, err := os.Open(luks)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	def, err := sif.NewDescriptorInput(sif.DataDeffile, strings.NewReader("Bootstrap: scratch\n"))
-	if err != nil {
-		return err
-	}
-	part, err := sif.NewDescriptorInput(sif.DataPartition, f,
-		sif.OptPartitionMetadata(sif.FsEncryptedSquashfs, sif.PartPrimSys, runtime.GOARCH))
-	if err != nil {
-		return err
-	}
-	img, err := sif.CreateContainerAtPath(dst, sif.OptCreateWithDescriptors(def, part))
-	if err != nil {
-		return err
-	}
-	return img.UnloadContainer()
 }
 
 // encMemfdLoops lists loop devices backed by minirun's plaintext memfd.

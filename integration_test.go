@@ -194,7 +194,7 @@ func itSetup() (*itEnv, error) {
 		}
 	}
 	e.sifLib = filepath.Join(e.imgDir, "library.sif")
-	if err := itWriteLibrarySIF(e.sifLib, e.sqfs); err != nil {
+	if err := itWriteLibrarySIF(e.sifLib, e.sqfs, sif.FsSquash); err != nil {
 		return nil, err
 	}
 	for _, f := range []string{e.sqfs, e.sqfsLZ4, e.sqfsZst, e.sifTool, e.sifLib} {
@@ -314,10 +314,11 @@ func itCopyFile(src, dst string, mode os.FileMode) error {
 	return os.Chmod(dst, mode)
 }
 
-// itWriteLibrarySIF wraps a squashfs in a SIF written by the reference library,
-// with a definition file before the partition so the partition is not first.
-func itWriteLibrarySIF(dst, squashfs string) error {
-	f, err := os.Open(squashfs)
+// itWriteLibrarySIF wraps a partition (a squashfs, or with
+// sif.FsEncryptedSquashfs a LUKS volume) in a SIF written by the reference
+// library, with a definition file before it so the partition is not first.
+func itWriteLibrarySIF(dst, partition string, fstype sif.FSType) error {
+	f, err := os.Open(partition)
 	if err != nil {
 		return err
 	}
@@ -327,7 +328,7 @@ func itWriteLibrarySIF(dst, squashfs string) error {
 		return err
 	}
 	part, err := sif.NewDescriptorInput(sif.DataPartition, f,
-		sif.OptPartitionMetadata(sif.FsSquash, sif.PartPrimSys, runtime.GOARCH))
+		sif.OptPartitionMetadata(fstype, sif.PartPrimSys, runtime.GOARCH))
 	if err != nil {
 		return err
 	}
@@ -1260,7 +1261,7 @@ func (e *itEnv) badImages(t *testing.T, dir string) map[string]string {
 		out[name] = p
 	}
 	zeroSIF := filepath.Join(dir, "sif-zeroed-tables")
-	if err := itWriteLibrarySIF(zeroSIF, out["squashfs-zeroed-tables"]); err != nil {
+	if err := itWriteLibrarySIF(zeroSIF, out["squashfs-zeroed-tables"], sif.FsSquash); err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(zeroSIF, 0o644)
