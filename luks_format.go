@@ -116,6 +116,7 @@ func formatLUKS2(w luksTarget, plaintext io.Reader, size int64, passphrase []byt
 	if err != nil {
 		return err
 	}
+	defer c.wipe()
 	first := make([]byte, luksFormatSectorSize)
 	if err := encryptPayload(w, luksFormatDataOffset, plaintext, size, c, opts.progress, first); err != nil {
 		return err
@@ -236,6 +237,7 @@ func writeFormatKeyslot(w io.WriterAt, kdf kdfParams, passphrase, vk []byte, rnd
 	if err != nil {
 		return err
 	}
+	defer c.wipe()
 	c.encrypt(m, 0)
 	if _, err := w.WriteAt(m, luksFormatAreaOffset); err != nil {
 		return failf(eSystem, "write LUKS2 keyslot: %w", err)
@@ -416,6 +418,7 @@ func verifyFormatted(w luksTarget, size int64, passphrase []byte, kdf kdfParams,
 	if err != nil {
 		return err
 	}
+	defer c.wipe()
 	got := make([]byte, luksFormatSectorSize)
 	if err := v.readPlainAt(c, got, 0); err != nil {
 		return err

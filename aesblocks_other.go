@@ -1,0 +1,8 @@
+//go:build !amd64
+
+package main
+
+const aesBulkAsm = false
+
+func aesEncryptBlocksAsm(nr int, xk *byte, buf *byte, n int) { panic("aesblocks: no assembly") }
+func aesDecryptBlocksAsm(nr int, xk *byte, buf *byte, n int) { panic("aesblocks: no assembly") }
