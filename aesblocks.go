@@ -8,6 +8,7 @@ package main
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"sync"
 )
 
 // aesBulk is one AES key for whole buffers of blocks.
@@ -61,22 +62,25 @@ func (a *aesBulk) wipe() {
 	}
 }
 
-// aesSbox is FIPS-197's S-box, computed rather than transcribed: the
-// multiplicative inverse in GF(2⁸) followed by the affine transform.
-var aesSbox = func() (s [256]byte) {
-	for x := range 256 {
-		inv := byte(0)
-		for y := 1; y < 256 && x != 0; y++ {
-			if gfMul(byte(x), byte(y)) == 1 {
-				inv = byte(y)
-				break
-			}
+// aesSbox is FIPS-197's S-box, computed rather than transcribed, and only
+// when a key is expanded (not at start-up: every launch would pay for it).
+// p runs through every non-zero element as powers of the generator 3 while q
+// runs through their inverses; the affine transform of q is the entry for p.
+var aesSbox = sync.OnceValue(func() (s [256]byte) {
+	s[0] = 0x63
+	p, q := byte(1), byte(1)
+	for {
+		p ^= p<<1 ^ (p>>7)*0x1b // p·3
+		q ^= q << 1             // q/3: q·0xf6
+		q ^= q << 2
+		q ^= q << 4
+		q ^= (q >> 7) * 0x09
+		s[p] = q ^ rotl8(q, 1) ^ rotl8(q, 2) ^ rotl8(q, 3) ^ rotl8(q, 4) ^ 0x63
+		if p == 1 {
+			return s
 		}
-		b := inv
-		s[x] = b ^ rotl8(b, 1) ^ rotl8(b, 2) ^ rotl8(b, 3) ^ rotl8(b, 4) ^ 0x63
 	}
-	return s
-}()
+})
 
 func rotl8(b byte, n int) byte { return b<<n | b>>(8-n) }
 
@@ -98,6 +102,7 @@ func gfMul(a, b byte) byte {
 func aesExpandKey(key []byte) (enc, dec []byte) {
 	nk := len(key) / 4
 	nr := nk + 6
+	sbox := aesSbox()
 	enc = make([]byte, 16*(nr+1))
 	copy(enc, key)
 	rcon := byte(1)
@@ -106,10 +111,10 @@ func aesExpandKey(key []byte) (enc, dec []byte) {
 		copy(t[:], enc[4*(i-1):4*i])
 		switch {
 		case i%nk == 0:
-			t = [4]byte{aesSbox[t[1]] ^ rcon, aesSbox[t[2]], aesSbox[t[3]], aesSbox[t[0]]}
+			t = [4]byte{sbox[t[1]] ^ rcon, sbox[t[2]], sbox[t[3]], sbox[t[0]]}
 			rcon = gfMul(rcon, 2)
 		case nk > 6 && i%nk == 4:
-			t = [4]byte{aesSbox[t[0]], aesSbox[t[1]], aesSbox[t[2]], aesSbox[t[3]]}
+			t = [4]byte{sbox[t[0]], sbox[t[1]], sbox[t[2]], sbox[t[3]]}
 		}
 		for j := range 4 {
 			enc[4*i+j] = enc[4*(i-nk)+j] ^ t[j]

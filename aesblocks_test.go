@@ -5,16 +5,26 @@ import (
 	"crypto/aes"
 	"crypto/rand"
 	"fmt"
+	"slices"
 	"testing"
 )
 
 // The S-box and key schedule are computed, so they are checked against the
 // standard's own numbers and against crypto/aes.
 func TestAESSboxAndSchedule(t *testing.T) {
-	for x, want := range map[int]byte{0x00: 0x63, 0x01: 0x7c, 0x53: 0xed, 0xff: 0x16, 0x10: 0xca} {
-		if aesSbox[x] != want {
-			t.Errorf("S-box(%#02x) = %#02x, want %#02x", x, aesSbox[x], want)
+	sbox := aesSbox()
+	for x, want := range map[int]byte{0x00: 0x63, 0x01: 0x7c, 0x02: 0x77, 0x53: 0xed, 0xff: 0x16, 0x10: 0xca, 0x80: 0xcd} {
+		if sbox[x] != want {
+			t.Errorf("S-box(%#02x) = %#02x, want %#02x", x, sbox[x], want)
 		}
+	}
+	// A permutation: every value once.
+	var seen [256]bool
+	for _, v := range sbox {
+		seen[v] = true
+	}
+	if slices.Contains(seen[:], false) {
+		t.Error("S-box is not a permutation")
 	}
 	// FIPS-197 Appendix A.1: the last round key of 2b7e1516 28aed2a6 abf71588 09cf4f3c.
 	key := []byte{0x2b, 0x7e, 0x15, 0x16, 0x28, 0xae, 0xd2, 0xa6, 0xab, 0xf7, 0x15, 0x88, 0x09, 0xcf, 0x4f, 0x3c}
