@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -232,7 +233,10 @@ func parseCapLists(values []string) capList {
 // lastCap returns L, the kernel's highest capability number: from
 // /proc/sys/kernel/cap_last_cap, or else by probing PR_CAPBSET_READ upward
 // until EINVAL. Read it before T unshares or pivots.
-func lastCap() (int, error) { return lastCapFrom("/proc/sys/kernel/cap_last_cap") }
+func lastCap() (int, error) { return hostLastCap() }
+
+// hostLastCap reads cap_last_cap once: the policy and the drop both need it.
+var hostLastCap = sync.OnceValues(func() (int, error) { return lastCapFrom("/proc/sys/kernel/cap_last_cap") })
 
 // lastCapFrom is lastCap reading the given file (tests point it elsewhere).
 func lastCapFrom(path string) (int, error) {

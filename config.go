@@ -149,7 +149,9 @@ func checkTrustedDir(fd int, path string) error {
 func openFailure(dirfd int, name, shown, file string, err error) error {
 	switch err {
 	case unix.ENOENT:
-		return failf(eConfig, "%s: %w", file, fs.ErrNotExist)
+		// The common case (no minirun.toml): built without fmt, whose
+		// first use costs page faults on every launch.
+		return &runError{class: eConfig, msg: file + ": " + fs.ErrNotExist.Error(), err: fs.ErrNotExist}
 	case unix.ELOOP, unix.ENOTDIR, unix.ENXIO:
 		// The open refused the entry's type; look (without following) to say which.
 		var st unix.Stat_t

@@ -1,7 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -199,5 +204,34 @@ func TestParseLaunch(t *testing.T) {
 	}
 	if o, err := parseLaunch("run", []string{"img"}); err != nil || len(o.args) != 0 {
 		t.Errorf("run without args: %v", err)
+	}
+}
+
+// readProcFile reads whole files past its first buffer and refuses one over
+// the limit instead of truncating it.
+func TestReadProcFile(t *testing.T) {
+	want, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readProcFile("/proc/self/mountinfo", 4<<20)
+	if err != nil || len(got) == 0 || !bytes.HasPrefix(got, want[:bytes.IndexByte(want, '\n')+1]) {
+		t.Fatalf("mountinfo: %v, %d bytes", err, len(got))
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 100<<10/16+3)
+	p := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(p, big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int64{int64(len(big)), int64(len(big)) + 1, 1 << 20} {
+		if got, err := readProcFile(p, limit); err != nil || !bytes.Equal(got, big) {
+			t.Errorf("limit %d: %v, %d of %d bytes", limit, err, len(got), len(big))
+		}
+	}
+	if _, err := readProcFile(p, int64(len(big))-1); classOf(err) != eResource {
+		t.Errorf("one byte over the limit: %v, want E_RESOURCE", err)
+	}
+	if _, err := readProcFile(filepath.Join(t.TempDir(), "missing"), 10); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
 	}
 }

@@ -1,5 +1,12 @@
 // main.go owns the command line: subcommands, flags (stdlib flag), usage
 // text and exit codes. The launch itself starts in exec.go.
+
+// Runtime defaults: no naming of anonymous mappings (one failing prctl per
+// mapping on kernels without it), and no periodic re-reading of cgroup files
+// to resize GOMAXPROCS (the --pid init lives as long as the container).
+//
+//go:debug updatemaxprocs=0
+//go:debug decoratemappings=0
 package main
 
 import (

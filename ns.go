@@ -224,8 +224,14 @@ func enterNamespaces(o *options) error {
 	if bytes.Contains(info, []byte(" shared:")) {
 		return failf(eInternal, "a mount is still shared with the host after making mounts private")
 	}
+	mountinfoAtEntry = info
 	return nil
 }
+
+// mountinfoAtEntry is the new namespace's mount table as enterNamespaces read
+// it, a copy of the host's: hostProcOptions looks up /proc in it instead of
+// reading the table a second time.
+var mountinfoAtEntry []byte
 
 // ensureStateDirs makes /run/minirun and its two mount points, root-owned
 // 0700, refusing anything already there that is not exactly that.
@@ -651,9 +657,12 @@ func checkFSType(dst string, magic int64) error {
 // hostProcOptions carries hidepid= and subset= of the host /proc: a new
 // procfs instance does not inherit them.
 func hostProcOptions() string {
-	info, err := readProcFile("/proc/self/mountinfo", 4<<20)
-	if err != nil {
-		return ""
+	info := mountinfoAtEntry
+	if info == nil {
+		var err error
+		if info, err = readProcFile("/proc/self/mountinfo", 4<<20); err != nil {
+			return ""
+		}
 	}
 	for _, line := range strings.Split(string(info), "\n") {
 		f := strings.Fields(line)
@@ -955,13 +964,38 @@ func readDirNames(fd int, limit int) ([]string, error) {
 	return names, nil
 }
 
+// readProcFile reads a /proc file whole with plain syscalls: os.Open would
+// try to register it with the poller, and io.ReadAll's 512-byte start makes
+// seq_file render the table again for every small read.
 func readProcFile(name string, limit int64) ([]byte, error) {
-	f, err := os.Open(name)
+	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
-		return nil, err
+		return nil, &os.PathError{Op: "open", Path: name, Err: err}
 	}
-	defer f.Close()
-	return readAllBounded(f, limit)
+	defer unix.Close(fd)
+	buf := make([]byte, 0, min(16<<10, limit+1))
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > limit {
+				return nil, failf(eResource, "%s is larger than %d bytes", name, limit)
+			}
+			buf = slices.Grow(buf, int(min(int64(len(buf)), limit+1-int64(len(buf)))))
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: name, Err: err}
+		}
+		if n == 0 {
+			if int64(len(buf)) > limit {
+				return nil, failf(eResource, "%s is larger than %d bytes", name, limit)
+			}
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
 }
 
 func readAllBounded(f *os.File, limit int64) ([]byte, error) {
