@@ -2,6 +2,7 @@
 // kernel has no device-mapper, so TestVMDMCrypt boots Debian's cloud kernel under QEMU software
 // emulation with an initramfs holding busybox, the dm/crypt/loop/squashfs modules, a static
 // minirun, encrypted images and this very test binary, whose init() becomes the guest driver.
+// The catalogue attacks that need such a disposable machine are in vm_adversarial_test.go.
 package main
 
 import (
@@ -35,8 +36,8 @@ const (
 	vmMark        = "MINIRUN-VM: "
 	vmPassphrase  = "vm test passphrase"
 	vmMarker      = "minirun-test\n" // /MARKER of testdata/mkrootfs.sh
-	vmBootTimeout = 170 * time.Second
-	vmGuestBudget = 140 * time.Second
+	vmBootTimeout = 200 * time.Second
+	vmGuestBudget = 170 * time.Second
 	vmKernelMeta  = "linux-image-cloud-amd64"
 	vmUserUID     = 1000
 )
@@ -66,6 +67,9 @@ func TestVMDMCrypt(t *testing.T) {
 	minirun := vmBuildMinirun(t, work)
 	driver := vmDriverBinary(t, work)
 	files := vmMakeImages(t, work, busybox)
+	for name, file := range vmAdversarialImages(t, work) {
+		files[name] = file
+	}
 	initrd := filepath.Join(work, "initrd.gz")
 	if err := vmWriteInitramfs(initrd, kern, busybox, minirun, driver, files); err != nil {
 		t.Fatal(err)
@@ -100,6 +104,7 @@ func TestVMDMCrypt(t *testing.T) {
 	for _, img := range vmImages {
 		want = append(want, "attach/"+img.name)
 	}
+	want = append(want, vmAdversarialWant()...)
 	for _, w := range want {
 		if !containsString(oks, w) {
 			fails = append(fails, "case "+w+" did not report ok")
@@ -760,6 +765,7 @@ func vmGuestMain() int {
 	g.check("hex-key-fallback", func() error { return vmHexKeyCase("/images/minirun-4096.sif", plain) })
 	g.check("sweep", vmSweepCase)
 	g.minirunCases()
+	g.adversarialCases()
 	g.check("no-leftovers", func() error { return vmNoLeftovers(5 * time.Second) })
 	if g.failed > 0 {
 		g.say("FAIL %d case(s)", g.failed)
