@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"golang.org/x/term"
 )
 
 // sifFirstPartitionOffset is where writeSIF puts a partition written first:
@@ -126,7 +125,7 @@ func buildCommand(args []string) error {
 		return err
 	}
 	o.env = syscall.Environ()
-	if term.IsTerminal(2) {
+	if _, err := unix.IoctlGetTermios(2, unix.TCGETS); err == nil { // stderr is a terminal
 		o.progress = os.Stderr
 	}
 	return buildImage(o)

@@ -19,7 +19,6 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-	"golang.org/x/term"
 )
 
 // The variables of spec §4.1, in the order they are tried after the flags.
@@ -96,19 +95,60 @@ func openTerminal(why string) (int, error) {
 }
 
 // readPassphraseFrom prints prompt on the terminal tty and reads one line with
-// echo off. The bytes are kept exactly, up to the line end.
+// echo off. The bytes are kept exactly, up to the line end. The read is
+// bounded: a caller who turns line mode off and types without end gets an
+// error after 514 bytes, not a root process that grows (term.ReadPassword
+// has no limit and waits through end-of-file).
 func readPassphraseFrom(tty int, prompt string) (*secretBuf, error) {
-	unix.Write(tty, []byte(prompt))
-	line, err := term.ReadPassword(tty)
-	unix.Write(tty, []byte("\n"))
-	defer clear(line)
+	saved, err := unix.IoctlGetTermios(tty, unix.TCGETS)
 	if err != nil {
-		return nil, failf(eUsage, "read passphrase from the terminal: %w", err)
+		return nil, failf(eUsage, "read passphrase: the terminal does not answer: %v", err)
 	}
-	if len(line) > luksMaxPassphrase {
+	quiet := *saved
+	quiet.Lflag &^= unix.ECHO | unix.ECHONL
+	quiet.Lflag |= unix.ICANON | unix.ISIG
+	quiet.Iflag |= unix.ICRNL
+	if err := unix.IoctlSetTermios(tty, unix.TCSETS, &quiet); err != nil {
+		return nil, failf(eUsage, "read passphrase: cannot turn echo off: %v", err)
+	}
+	defer unix.IoctlSetTermios(tty, unix.TCSETS, saved)
+	unix.Write(tty, []byte(prompt))
+	defer unix.Write(tty, []byte("\n"))
+
+	buf, err := newSecretBuf(luksMaxPassphrase + 2) // the line, its newline, one byte too many
+	if err != nil {
+		return nil, err
+	}
+	b, n := buf.bytes(), 0
+	for {
+		m, err := unix.Read(tty, b[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || m == 0 {
+			buf.wipe()
+			if err == nil {
+				return nil, failf(eUsage, "read passphrase from the terminal: end of input before a newline")
+			}
+			return nil, failf(eUsage, "read passphrase from the terminal: %v", err)
+		}
+		n += m
+		if end := bytes.IndexByte(b[:n], '\n'); end >= 0 {
+			n = end
+			break
+		}
+		if n == len(b) {
+			buf.wipe()
+			return nil, failf(eUsage, "passphrase longer than %d bytes", luksMaxPassphrase)
+		}
+	}
+	if n > luksMaxPassphrase {
+		buf.wipe()
 		return nil, failf(eUsage, "passphrase longer than %d bytes", luksMaxPassphrase)
 	}
-	return secretFrom(line)
+	clear(b[n:])
+	buf.n = n
+	return buf, nil
 }
 
 // promptPassphrase asks once, for running image name.
