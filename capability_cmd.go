@@ -120,14 +120,10 @@ func capabilityCommand(args []string, sysconfdir string) error {
 
 // dropToRealIDs gives up the setuid identity for good (all threads).
 func dropToRealIDs() error {
-	gid, uid := os.Getgid(), os.Getuid()
-	if err := syscall.Setresgid(gid, gid, gid); err != nil {
-		return failf(eSystem, "setresgid(%d): %w", gid, err)
+	if os.Getuid() == 0 {
+		return nil // root gives up nothing by becoming itself
 	}
-	if err := syscall.Setresuid(uid, uid, uid); err != nil {
-		return failf(eSystem, "setresuid(%d): %w", uid, err)
-	}
-	return nil
+	return becomeCaller(os.Getuid(), os.Getgid(), nil, false)
 }
 
 func (e *capCmdEnv) grantPath() string { return filepath.Join(e.dir, grantFileName) }

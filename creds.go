@@ -52,37 +52,70 @@ func applyCredentials(sys syscaller, who caller, set capSet, nnp bool) error {
 	if err := dropBoundingSet(sys, set); err != nil {
 		return err
 	}
-	// Keep the permitted set across the uid change only when it is needed.
-	keep := uintptr(0)
-	if set != 0 {
-		keep = 1
-	}
-	if _, _, e := sys(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, keep, 0, 0, 0, 0); e != 0 {
-		return failf(eSystem, "set keepcaps: %w", e)
-	}
 	// The filter goes in while we still may install one without
 	// no_new_privs (root keeps CAP_SYS_ADMIN until capset below).
 	if err := blockTIOCSTI(sys); err != nil {
 		return err
 	}
-	groups := make([]uint32, len(who.groups))
-	for i, g := range who.groups {
-		groups[i] = uint32(g)
-	}
-	var gp unsafe.Pointer
-	if len(groups) > 0 {
-		gp = unsafe.Pointer(&groups[0])
-	}
-	if _, _, e := sys(unix.SYS_SETGROUPS, uintptr(len(groups)), uintptr(gp), 0, 0, 0, 0); e != 0 {
-		return failf(eSystem, "set groups: %w", e)
-	}
-	if _, _, e := sys(unix.SYS_SETRESGID, uintptr(who.gid), uintptr(who.gid), uintptr(who.gid), 0, 0, 0); e != 0 {
-		return failf(eSystem, "set gid: %w", e)
-	}
-	if _, _, e := sys(unix.SYS_SETRESUID, uintptr(who.uid), uintptr(who.uid), uintptr(who.uid), 0, 0, 0); e != 0 {
-		return failf(eSystem, "set uid: %w", e)
+	if err := changeIDs(sys, who.uid, who.gid, who.groups, true); err != nil {
+		return err
 	}
 	return dropCapabilities(sys, set, nnp)
+}
+
+// changeIDs gives the thread(s) the caller's ids, keeping the permitted
+// capabilities, and leaves the process non-dumpable. The order closes a
+// window that fs.suid_dumpable = 1 opens: there every id change makes the
+// process dumpable again, and between setresuid and PR_SET_DUMPABLE a thread
+// with the caller's ids and no capability could be ptraced by the caller,
+// who would then own the memory the other, still-privileged threads run. A
+// thread that keeps capabilities its tracer lacks cannot be traced
+// (cap_ptrace_access_check), so the capabilities go only after the flag is
+// down again: dropping capabilities alone does not reset it.
+func changeIDs(sys syscaller, uid, gid int, groups []int, setGroups bool) error {
+	if _, _, e := sys(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1, 0, 0, 0, 0); e != 0 {
+		return failf(eSystem, "set keepcaps: %w", e)
+	}
+	if setGroups {
+		list := make([]uint32, len(groups))
+		for i, g := range groups {
+			list[i] = uint32(g)
+		}
+		var gp unsafe.Pointer
+		if len(list) > 0 {
+			gp = unsafe.Pointer(&list[0])
+		}
+		if _, _, e := sys(unix.SYS_SETGROUPS, uintptr(len(list)), uintptr(gp), 0, 0, 0, 0); e != 0 {
+			return failf(eSystem, "set groups: %w", e)
+		}
+	}
+	if _, _, e := sys(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid), 0, 0, 0); e != 0 {
+		return failf(eSystem, "set gid: %w", e)
+	}
+	if _, _, e := sys(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid), 0, 0, 0); e != 0 {
+		return failf(eSystem, "set uid: %w", e)
+	}
+	unix.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, 0, 0, 0, 0, 0) // one flag for the whole process
+	if _, _, e := sys(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0, 0, 0, 0, 0); e != 0 {
+		return failf(eSystem, "clear keepcaps: %w", e)
+	}
+	return nil
+}
+
+// becomeCaller is changeIDs on every thread followed by the loss of every
+// capability: for processes that keep running after their privileged work
+// (P0 of --pid, and subcommands that need no privilege).
+func becomeCaller(uid, gid int, groups []int, setGroups bool) error {
+	sys := syscaller(syscall.AllThreadsSyscall6)
+	if err := changeIDs(sys, uid, gid, groups, setGroups); err != nil {
+		return err
+	}
+	hdr, data := capsetData(0)
+	if _, _, e := sys(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0, 0, 0, 0); e != 0 {
+		return failf(eSystem, "drop capabilities: %w", e)
+	}
+	unix.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, 0, 0, 0, 0, 0)
+	return nil
 }
 
 // dropBoundingSet removes every capability outside set from the bounding

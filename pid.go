@@ -101,16 +101,9 @@ func launchWithInit(o *options, who caller, user account, cfg config, plan *laun
 
 	// Nothing privileged is left to do here: become the caller on every
 	// thread (this thread changed only namespaces, so all threads agree).
-	if err := syscall.Setgroups(who.groups); err != nil {
-		return failf(eSystem, "drop groups: %w", err)
+	if err := becomeCaller(who.uid, who.gid, who.groups, true); err != nil {
+		return err
 	}
-	if err := syscall.Setresgid(who.gid, who.gid, who.gid); err != nil {
-		return failf(eSystem, "drop gid: %w", err)
-	}
-	if err := syscall.Setresuid(who.uid, who.uid, who.uid); err != nil {
-		return failf(eSystem, "drop uid: %w", err)
-	}
-	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 	signal.Reset()
 	sigs := make(chan os.Signal, 8)
