@@ -181,9 +181,18 @@ func attack(pid string) {
 			fmt.Println("OTHER", what, errText(e))
 		}
 	}
+	// open counts as a way in when the open succeeds, or for files whose
+	// access check happens at read (syscall, io), when a read does: under
+	// fs.suid_dumpable = 1 such files belong to the caller for the moment
+	// between P0's setresuid and its PR_SET_DUMPABLE, but the read is still
+	// refused while P0 holds capabilities the reader lacks.
 	open := func(p string) {
-		fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
 		if err == nil {
+			if strings.HasSuffix(p, "/syscall") || strings.HasSuffix(p, "/io") {
+				var b [256]byte
+				_, err = syscall.Read(fd, b[:])
+			}
 			syscall.Close(fd)
 		}
 		report("open "+p, err)
@@ -214,13 +223,25 @@ func attack(pid string) {
 	for _, f := range []string{"mem", "environ", "auxv", "syscall", "io"} {
 		open("/proc/" + pid + "/" + f)
 	}
-	fd, err := syscall.Open("/proc/"+pid+"/fd", syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-	if err == nil {
-		buf := make([]byte, 4096)
-		_, err = syscall.ReadDirent(fd, buf)
-		syscall.Close(fd)
+	// The descriptors themselves: a readlink or an open of /proc/PID/fd/N.
+	// (Listing the numbers follows the directory's owner, the caller's for
+	// that same moment; the links stay closed.)
+	if names, err := os.ReadDir("/proc/" + pid + "/fd"); err == nil {
+		for _, n := range names {
+			_, err := os.Readlink("/proc/" + pid + "/fd/" + n.Name())
+			if pe, ok := err.(*os.PathError); ok {
+				err = pe.Err
+			}
+			report("readlink /proc/"+pid+"/fd/"+n.Name(), err)
+			open("/proc/" + pid + "/fd/" + n.Name())
+		}
+	} else {
+		if pe, ok := err.(*os.PathError); ok {
+			err = pe.Err
+		}
+		report("list /proc/"+pid+"/fd", err)
 	}
-	report("list /proc/"+pid+"/fd", err)
+	var err error
 	for _, d := range []string{"root", "cwd"} {
 		fd, err := syscall.Open("/proc/"+pid+"/"+d+"/", syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 		if err == nil {
@@ -1441,9 +1462,9 @@ func TestAdversarialSymlinkRace(t *testing.T) {
 			time.Sleep(time.Duration(mrand.IntN(200)) * time.Microsecond)
 		}
 	}()
+	// At least 1000 runs, as the catalogue asks of race tests.
 	var good, denied int
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
+	for range 1000 {
 		r := a.run(t, advRun{who: advAsUser}, "exec", link, "/bin/cat", "/MARKER")
 		switch {
 		case r.code == 0 && r.stdout == "minirun-test\n":
@@ -1453,7 +1474,7 @@ func TestAdversarialSymlinkRace(t *testing.T) {
 		default:
 			t.Errorf("racing symlink: want the readable image's marker or a permission error\n%v", r.itResult)
 		}
-		if time.Since(deadline) > 0 && r.took > time.Second {
+		if r.took > time.Second {
 			t.Logf("slow run: %v", r.took)
 		}
 		if strings.Contains(r.stdout, "secret") {
@@ -1463,8 +1484,8 @@ func TestAdversarialSymlinkRace(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	t.Logf("%d runs read the readable image, %d were refused, %d swaps", good, denied, swaps)
-	if good+denied < 10 {
-		t.Errorf("only %d runs in 2 s: the race was not exercised", good+denied)
+	if good == 0 || denied == 0 {
+		t.Errorf("%d readable and %d refused runs: the race was not exercised both ways", good, denied)
 	}
 }
 
@@ -1778,9 +1799,24 @@ func TestAdversarialPtrace(t *testing.T) {
 			}
 		}
 	})
-	inSetup, attempts := 0, 0
-	for i := range 40 {
+	// The catalogue's race tests run at least 1000 iterations, under each
+	// fs.suid_dumpable value (it decides who may ptrace a process whose
+	// credentials changed): 3 × 170 × 2 modes.
+	const perSysctl = 170
+	oldDumpable, err := os.ReadFile("/proc/sys/fs/suid_dumpable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.WriteFile("/proc/sys/fs/suid_dumpable", oldDumpable, 0o644)
+	inSetup, attempts, iterations := 0, 0, 0
+	for i := range 3 * perSysctl {
+		if i%perSysctl == 0 {
+			if err := os.WriteFile("/proc/sys/fs/suid_dumpable", []byte(strconv.Itoa(i/perSysctl)), 0o644); err != nil {
+				t.Fatalf("set fs.suid_dumpable: %v", err)
+			}
+		}
 		for _, mode := range [][]string{nil, {"--pid"}} {
+			iterations++
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			cmd := a.command(ctx, advRun{who: advAsUser}, append(append(append([]string{"exec"}, mode...), a.sifTool), "/bin/sleep", "2")...)
 			if err := cmd.Start(); err != nil {
@@ -1788,7 +1824,7 @@ func TestAdversarialPtrace(t *testing.T) {
 			}
 			advTrack(cmd.Process.Pid)
 			pid := cmd.Process.Pid
-			time.Sleep(time.Duration(mrand.IntN(25000)) * time.Microsecond)
+			time.Sleep(time.Duration(mrand.IntN(12000)) * time.Microsecond)
 			syscall.Kill(pid, syscall.SIGSTOP)
 			if advWaitStopped(pid) {
 				// Once every thread is stopped the exe cannot change: it
@@ -1819,7 +1855,7 @@ func TestAdversarialPtrace(t *testing.T) {
 					for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 						attempts++
 						if strings.HasPrefix(line, "ALLOWED") || strings.HasPrefix(line, "OTHER") {
-							t.Errorf("iteration %d %v: the user got into a privileged minirun process %d (stopped in setup): %s", i, mode, target, line)
+							t.Errorf("iteration %d %v, fs.suid_dumpable %d: the user got into a privileged minirun process %d (stopped in setup): %s", i, mode, i/perSysctl, target, line)
 						}
 					}
 				}
@@ -1829,9 +1865,9 @@ func TestAdversarialPtrace(t *testing.T) {
 			cancel()
 		}
 	}
-	t.Logf("%d stops landed inside minirun's setup; %d attempts, all refused", inSetup, attempts)
-	if inSetup < 5 {
-		t.Errorf("only %d of 80 stops landed in minirun's setup: the attack was not exercised", inSetup)
+	t.Logf("%d iterations: %d stops landed inside minirun's setup; %d attempts, all refused", iterations, inSetup, attempts)
+	if inSetup < iterations/20 {
+		t.Errorf("only %d of %d stops landed in minirun's setup: the attack was not exercised", inSetup, iterations)
 	}
 
 }

@@ -184,6 +184,13 @@ func prepareContainer(o *options, who caller, user account, cfg config, plan *la
 	if err := c.sealUnderlays(); err != nil {
 		return err
 	}
+	// Binds are clones (open_tree) of host mounts, and a clone of a shared
+	// mount joins its peer group: on a host whose / is shared, a mount or
+	// unmount made inside would reach the host (catalogue E7). The finished
+	// tree is made slave as a whole; pivotInto checks the result (R3).
+	if err := unix.Mount("", stageDir, "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return failf(eSystem, "make the container's mounts slaves of the host's: %w", err)
+	}
 	if o.hostname != "" {
 		if err := unix.Sethostname([]byte(o.hostname)); err != nil {
 			return failf(eSystem, "set host name: %w", err)
@@ -920,6 +927,15 @@ func pivotInto(dir string) error {
 	}
 	if err := unix.Chdir("/"); err != nil {
 		return failf(eSystem, "chdir /: %w", err)
+	}
+	// Only now is the table the container's alone: before the pivot it
+	// still holds the host clones an underlay covers.
+	info, err := readProcFile("/proc/thread-self/mountinfo", 4<<20)
+	if err != nil {
+		return failf(eSystem, "read the container's mountinfo: %w", err)
+	}
+	if bytes.Contains(info, []byte(" shared:")) {
+		return failf(eInternal, "a container mount is still shared with the host after making it a slave")
 	}
 	return nil
 }
