@@ -611,7 +611,15 @@ func attachMemoryBackend(u *unlockedImage, uid int, maxMiB int64, lim loopLimits
 	if err := unix.Ftruncate(fd, size); err != nil {
 		return nil, failf(eResource, "size memory for the plaintext of %s (%d MiB): %w", n, size>>20, err)
 	}
-	if err := u.vol.decryptTo(mem, u.key, nil); err != nil {
+	// Decrypted in place in a shared mapping of the memfd; the mapping goes
+	// before the seals, which a writable mapping would refuse.
+	plain, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, failf(eResource, "map memory for the plaintext of %s (%d MiB): %w", n, size>>20, err)
+	}
+	err = u.vol.decryptTo(mappedPlain(plain), u.key, nil)
+	unix.Munmap(plain)
+	if err != nil {
 		return nil, inImage(err, u.name)
 	}
 	u.key.wipe() // nothing needs it any more

@@ -1809,6 +1809,18 @@ const luksChunk = 1 << 20
 // luksWorkers is how many cores bulk crypto uses (the test machines have 2).
 func luksWorkers() int { return max(1, min(runtime.GOMAXPROCS(0), 4)) }
 
+// mappedPlain is a destination decryptTo fills in place: a shared mapping of
+// the memory backend's memfd. The ciphertext is read straight into it and
+// decrypted there, without a chunk buffer or a second copy.
+type mappedPlain []byte
+
+func (m mappedPlain) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off > int64(len(m)) || int64(len(p)) > int64(len(m))-off {
+		return 0, io.ErrShortWrite
+	}
+	return copy(m[off:], p), nil
+}
+
 // decryptTo writes the whole plaintext (dataLength bytes) to w at offset 0.
 // Workers read, decrypt and write disjoint chunks in parallel (io.ReaderAt and
 // io.WriterAt allow that); chunk buffers are zeroed before they are dropped.
@@ -1850,8 +1862,16 @@ func (v *luksVolume) decryptTo(w io.WriterAt, key *volumeKey, progress func(done
 					fail(failf(eInternal, "decrypt: internal fault: %v", p))
 				}
 			}()
-			buf := make([]byte, chunk)
-			defer clear(buf)
+			mapped, inPlace := w.(mappedPlain)
+			if inPlace && int64(len(mapped)) < total {
+				fail(failf(eInternal, "decrypt: mapping of %d bytes for %d bytes of plaintext", len(mapped), total))
+				return
+			}
+			var buf []byte
+			if !inPlace {
+				buf = make([]byte, chunk)
+				defer clear(buf)
+			}
 			for k := int64(wk); k < chunks; k += int64(workers) {
 				mu.Lock()
 				stop := firstErr != nil
@@ -1860,14 +1880,20 @@ func (v *luksVolume) decryptTo(w io.WriterAt, key *volumeKey, progress func(done
 					return
 				}
 				off := k * chunk
-				b := buf[:min(chunk, total-off)]
+				n := min(chunk, total-off)
+				b := buf[:min(n, int64(len(buf)))]
+				if inPlace {
+					b = mapped[off : off+n]
+				}
 				if err := v.readPlainAt(c, b, off); err != nil {
 					fail(err)
 					return
 				}
-				if _, err := w.WriteAt(b, off); err != nil {
-					fail(failf(eSystem, "write decrypted data: %w", err))
-					return
+				if !inPlace {
+					if _, err := w.WriteAt(b, off); err != nil {
+						fail(failf(eSystem, "write decrypted data: %w", err))
+						return
+					}
 				}
 				mu.Lock()
 				done += int64(len(b))

@@ -866,6 +866,15 @@ func TestDecryptToLarge(t *testing.T) {
 	if !bytes.Equal(out.data[:len(payload)], payload) || out.size != v.dataLength || calls != 6 {
 		t.Fatalf("round trip: equal %v, %d bytes, %d progress calls", bytes.Equal(out.data[:len(payload)], payload), out.size, calls)
 	}
+	// In place, as the memory backend does into its memfd mapping; a
+	// mapping too small for the plaintext is refused, not overrun.
+	mapped := make(mappedPlain, v.dataLength)
+	if err := v.decryptTo(mapped, key, nil); err != nil || !bytes.Equal(mapped[:len(payload)], payload) {
+		t.Fatalf("in place: %v, equal %v", err, bytes.Equal(mapped[:len(payload)], payload))
+	}
+	if err := v.decryptTo(mapped[:v.dataLength-4096], key, nil); classOf(err) != eInternal {
+		t.Fatalf("short mapping: %v, want E_INTERNAL", err)
+	}
 }
 
 func TestPassphraseBounds(t *testing.T) {
