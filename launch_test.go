@@ -235,3 +235,22 @@ func TestReadProcFile(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+// A parse error still carries its class when --debug came first.
+func TestDebugAsked(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"--debug", "--bogus", "img"}, true},
+		{[]string{"-d", "img"}, true},
+		{[]string{"--debug=true", "img"}, true},
+		{[]string{"--bogus", "img"}, false},
+		{[]string{"img", "--", "-d"}, false},
+		{[]string{"--debug=false", "img"}, false},
+	} {
+		if got := debugAsked(tc.args); got != tc.want {
+			t.Errorf("debugAsked(%q) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}

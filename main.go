@@ -57,6 +57,21 @@ const (
 	maxEnvLength = 32 << 10
 )
 
+// debugAsked says whether the arguments ask for --debug, for errors found
+// while they are parsed: the class still goes on the error line. A payload
+// word "-d" may count too; that only adds the class.
+func debugAsked(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-d", "--d", "-debug", "--debug", "-debug=true", "--debug=true", "-d=true", "--d=true":
+			return true
+		}
+	}
+	return false
+}
+
 func main() {
 	// Nothing of the privileged process may be ptraced or dumped (R6),
 	// descriptors 0-2 must exist before anything is opened (R8), and the Go
@@ -79,7 +94,7 @@ func main() {
 	case "exec", "run", "shell":
 		o, err := parseLaunch(cmd, rest)
 		if err != nil {
-			fatal(err, false)
+			fatal(err, debugAsked(rest))
 		}
 		if err := launch(o); err != nil {
 			fatal(err, o.debug)
