@@ -306,3 +306,55 @@ func FuzzCapList(f *testing.F) {
 		}
 	})
 }
+
+// verifyCredentials (R13) accepts exactly the requested state and refuses,
+// as E_INTERNAL, every way a credential change could have failed to take.
+func TestVerifyCredentials(t *testing.T) {
+	who := caller{uid: 1001, gid: 1002, groups: []int{1002, 27}}
+	set := capSet(1 << 10)
+	good := map[string]string{
+		"Uid": "1001\t1001\t1001\t1001", "Gid": "1002\t1002\t1002\t1002", "Groups": "1002 27 ",
+		"CapInh": "0000000000000400", "CapPrm": "0000000000000400", "CapEff": "0000000000000400",
+		"CapBnd": "0000000000000400", "CapAmb": "0000000000000400", "NoNewPrivs": "1",
+	}
+	write := func(change map[string]string) string {
+		var b strings.Builder
+		b.WriteString("Name:\tminirun\n")
+		for _, k := range []string{"Uid", "Gid", "Groups", "NoNewPrivs", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+			v := good[k]
+			if c, ok := change[k]; ok {
+				v = c
+			}
+			b.WriteString(k + ":\t" + v + "\n")
+		}
+		p := filepath.Join(t.TempDir(), "status")
+		if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if err := verifyCredentials(write(nil), who, set, true); err != nil {
+		t.Fatalf("the requested state: %v", err)
+	}
+	for name, change := range map[string]map[string]string{
+		"saved uid root":     {"Uid": "1001\t1001\t0\t1001"},
+		"fs uid root":        {"Uid": "1001\t1001\t1001\t0"},
+		"effective gid":      {"Gid": "1002\t0\t1002\t1002"},
+		"extra group":        {"Groups": "1002 27 0"},
+		"missing group":      {"Groups": "1002"},
+		"other group":        {"Groups": "1002 28"},
+		"effective cap left": {"CapEff": "0000000000200400"},
+		"bounding set":       {"CapBnd": "000001ffffffffff"},
+		"ambient missing":    {"CapAmb": "0000000000000000"},
+		"inheritable":        {"CapInh": "0000000000000000"},
+		"no_new_privs off":   {"NoNewPrivs": "0"},
+		"field missing":      {"CapPrm": ""},
+	} {
+		if err := verifyCredentials(write(change), who, set, true); classOf(err) != eInternal {
+			t.Errorf("%s: %v, want E_INTERNAL", name, err)
+		}
+	}
+	if err := verifyCredentials(filepath.Join(t.TempDir(), "missing"), who, set, true); classOf(err) != eInternal {
+		t.Errorf("unreadable status: %v, want E_INTERNAL", err)
+	}
+}
