@@ -240,23 +240,27 @@ Options (they end at IMAGE; everything after IMAGE belongs to the command):
                                 TZ COLORTERM NO_COLOR from your environment
       --env NAME=VALUE          set a variable in the container (repeatable)
       --pwd DIR                 working directory inside the container
-                                (default: your current directory)
+                                (default: your current directory; given twice,
+                                the last one counts)
   -p, --pid                     new PID namespace; a small init reaps children and
                                 forwards signals
   -i, --ipc                     new IPC namespace
       --uts                     new UTS namespace (implied by --hostname)
-      --hostname NAME           host name inside the container
+      --hostname NAME           host name inside the container (the last one counts)
   -n, --net                     new network namespace with only loopback, up
       --add-caps CAPS           capabilities to add (comma list, any case, CAP_
-                                optional, or "all"); a non-root caller gets only
-                                what capability.toml grants them
-      --drop-caps CAPS          capabilities to drop (applied last)
+                                optional, or "all"); repeatable, the lists add up.
+                                A non-root caller gets only what capability.toml
+                                grants them
+      --drop-caps CAPS          capabilities to drop (applied last); repeatable,
+                                the lists add up
       --keep-privs              (root only) keep every capability the host allows
       --no-privs                no capabilities and no_new_privs, even for root
       --passphrase              ask on the terminal for the passphrase of an
                                 encrypted image
       --pem-path FILE           open an encrypted image with the RSA private key
-                                in FILE (PEM; read with your own permissions).
+                                in FILE (PEM; read with your own permissions; the
+                                last one counts).
                                 Without these two, the key of an encrypted image
                                 comes from MINIRUN_ENCRYPTION_PEM_PATH or
                                 MINIRUN_ENCRYPTION_PASSPHRASE (APPTAINER_* too)
