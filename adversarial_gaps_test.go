@@ -1040,25 +1040,7 @@ func gapsParentSwap(t *testing.T, a *advEnv, _ gapsEnc) {
 		}
 	}
 	a.sub(t, "runs", func(t *testing.T) {
-		stop := make(chan struct{})
-		var swaps atomic.Int64
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if unix.Renameat2(unix.AT_FDCWD, dirA, unix.AT_FDCWD, dirB, unix.RENAME_EXCHANGE) == nil {
-					swaps.Add(1)
-				}
-				time.Sleep(time.Duration(mrand.IntN(200)) * time.Microsecond)
-			}
-		}()
-		stopRacer := sync.OnceFunc(func() { close(stop); wg.Wait() })
+		stopRacer := advSwapLoop(dirA, dirB)
 		defer stopRacer()
 		// The catalogue's 1000 iterations (about 20 s here); every other run
 		// is stopped (SIGSTOP) at a random point for a moment while the
@@ -1087,7 +1069,7 @@ func gapsParentSwap(t *testing.T, a *advEnv, _ gapsEnc) {
 				t.Errorf("run %d with swapping parent directories: want the readable marker or a permission error\n%v", i, r.itResult)
 			}
 		}
-		t.Logf("%d runs (%d stopped inside minirun for a moment): %d read the readable image, %d refused; %d swaps", n, stopped, good, denied, swaps.Load())
+		t.Logf("%d runs (%d stopped inside minirun for a moment): %d read the readable image, %d refused; %d swaps", n, stopped, good, denied, stopRacer())
 		if good == 0 || denied == 0 {
 			t.Errorf("%d readable and %d refused runs: the race was not exercised both ways", good, denied)
 		}

@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1444,24 +1445,7 @@ func TestAdversarialSymlinkRace(t *testing.T) {
 	}
 	a.chownUser(t, link)
 	a.chownUser(t, other)
-	stop := make(chan struct{})
-	var swaps int
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if unix.Renameat2(unix.AT_FDCWD, link, unix.AT_FDCWD, other, unix.RENAME_EXCHANGE) == nil {
-				swaps++
-			}
-			time.Sleep(time.Duration(mrand.IntN(200)) * time.Microsecond)
-		}
-	}()
+	stopSwapping := advSwapLoop(link, other)
 	// At least 1000 runs, as the catalogue asks of race tests.
 	var good, denied int
 	for range 1000 {
@@ -1481,12 +1465,34 @@ func TestAdversarialSymlinkRace(t *testing.T) {
 			t.Fatalf("S1 broken: the user read root's 0600 image through a racing symlink\n%v", r.itResult)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	swaps := stopSwapping()
 	t.Logf("%d runs read the readable image, %d were refused, %d swaps", good, denied, swaps)
 	if good == 0 || denied == 0 {
 		t.Errorf("%d readable and %d refused runs: the race was not exercised both ways", good, denied)
 	}
+}
+
+// advSwapLoop swaps paths a and b (RENAME_EXCHANGE) at random short
+// intervals until the returned function is called; that stops the racer
+// and says how many swaps took place (calling it again is harmless).
+func advSwapLoop(a, b string) (stop func() int64) {
+	done := make(chan struct{})
+	var swaps atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE) == nil {
+				swaps.Add(1)
+			}
+			time.Sleep(time.Duration(mrand.IntN(200)) * time.Microsecond)
+		}
+	})
+	return sync.OnceValue(func() int64 { close(done); wg.Wait(); return swaps.Load() })
 }
 
 // TestAdversarialBinds is catalogue C10: bind sources the user cannot read
