@@ -733,6 +733,18 @@ func (p *advLUKSTTY) hangup() {
 	}
 }
 
+// signalForeground sends sig to the terminal's foreground process group,
+// as a person's kill of the prompting job would.
+func (p *advLUKSTTY) signalForeground(t *testing.T, sig syscall.Signal) {
+	pgrp, err := unix.IoctlGetInt(p.master, unix.TIOCGPGRP)
+	if err != nil || pgrp <= 1 {
+		t.Fatalf("foreground process group of the terminal: %d, %v", pgrp, err)
+	}
+	if err := syscall.Kill(-pgrp, sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (p *advLUKSTTY) close() {
 	p.hangup()
 	if p.slave >= 0 {
@@ -820,17 +832,23 @@ func (x *advLUKS) testTerminal(t *testing.T) {
 		classes []string
 		frag    string
 		within  time.Duration // from the action's start
+		died    syscall.Signal // the signal minirun must die of, with echo back on
 	}{
-		{"empty-line", timed, typeText([]byte("\n")), []string{"E_AUTH"}, "passphrase is empty", advLUKSMaxRefusal},
-		{"wrong", timed, typeText([]byte(x.pass + "x\n")), []string{"E_AUTH"}, "wrong passphrase or key", advLUKSMaxRefusal},
+		{"empty-line", timed, typeText([]byte("\n")), []string{"E_AUTH"}, "passphrase is empty", advLUKSMaxRefusal, 0},
+		{"wrong", timed, typeText([]byte(x.pass + "x\n")), []string{"E_AUTH"}, "wrong passphrase or key", advLUKSMaxRefusal, 0},
 		// Ctrl-D on an empty line: the terminal's end of file.
-		{"end-of-file", timed, typeText([]byte{4}), []string{"E_USAGE", "E_AUTH"}, "passphrase", advLUKSMaxRefusal},
+		{"end-of-file", timed, typeText([]byte{4}), []string{"E_USAGE", "E_AUTH"}, "passphrase", advLUKSMaxRefusal, 0},
 		// The caller's terminal goes away at the prompt (ssh drops).
-		{"hang-up", leader, hangup, []string{"E_USAGE", "E_SYSTEM"}, "passphrase", advLUKSMaxRefusal},
-		{"hang-up-sighup-ignored", nohup, hangup, []string{"E_USAGE", "E_SYSTEM"}, "passphrase", advLUKSMaxRefusal},
+		{"hang-up", leader, hangup, []string{"E_USAGE", "E_SYSTEM"}, "passphrase", advLUKSMaxRefusal, 0},
+		{"hang-up-sighup-ignored", nohup, hangup, []string{"E_USAGE", "E_SYSTEM"}, "passphrase", advLUKSMaxRefusal, 0},
+		// ^C at the prompt (the line discipline sends SIGINT), and a kill.
+		{"interrupt", leader, typeText([]byte{3}), nil, "", advLUKSMaxRefusal, syscall.SIGINT},
+		{"terminate", leader, func(t *testing.T, p *advLUKSTTY, _ <-chan struct{}) {
+			p.signalForeground(t, syscall.SIGTERM)
+		}, nil, "", advLUKSMaxRefusal, syscall.SIGTERM},
 		// Canonical mode (what the prompt sets): the line discipline keeps
 		// 4095 bytes of the 10 MiB line.
-		{"10MiB-line", timed, typeText(tenMiB), []string{"E_USAGE"}, "longer than 512 bytes", 20 * time.Second},
+		{"10MiB-line", timed, typeText(tenMiB), []string{"E_USAGE"}, "longer than 512 bytes", 20 * time.Second, 0},
 		// The caller owns the terminal and turns canonical mode off under
 		// the prompt: only minirun's own bound stops the read, and no
 		// newline ever comes. 1 MiB is plenty to show whether there is one.
@@ -846,7 +864,7 @@ func (x *advLUKS) testTerminal(t *testing.T) {
 			}
 			n := p.write(bytes.Repeat([]byte("p"), 1<<20), exited, 5*time.Second)
 			t.Logf("typed %d bytes with ICANON off", n)
-		}, []string{"E_USAGE"}, "longer than 512 bytes", advLUKSMaxRefusal},
+		}, []string{"E_USAGE"}, "longer than 512 bytes", advLUKSMaxRefusal, 0},
 	} {
 		x.sub(t, "terminal/"+c.name, func(t *testing.T) {
 			p := advLUKSOpenTTY(t, x.user.uid)
@@ -916,8 +934,15 @@ func (x *advLUKS) testTerminal(t *testing.T) {
 			rss := peak()
 			line := advLUKSLastLine(r.stderr)
 			t.Logf("ended %v after the input, exit %d, peak RSS %d KiB: %s", took.Round(time.Millisecond), r.code, rss, line)
-			if c.how == leader && r.code == 128+int(syscall.SIGHUP) && !strings.Contains(r.stderr, "ERROR") && r.stdout == "" {
-				return // documented: setup signals keep their default action (README)
+			if c.died != 0 {
+				// The sender's signal ends minirun, after the terminal got its echo back.
+				if r.code != 128+int(c.died) || strings.Contains(r.stderr, "ERROR") || r.stdout != "" {
+					t.Fatalf("want death by %v and no ERROR: line\n%v", c.died, r)
+				}
+				if tio, err := unix.IoctlGetTermios(p.slave, unix.TCGETS); err != nil || tio.Lflag&unix.ECHO == 0 {
+					t.Fatalf("echo still off after %v at the prompt (%v)", c.died, err)
+				}
+				return
 			}
 			if r.code != 255 || !strings.HasPrefix(line, "ERROR: ") || strings.Count(r.stderr, "ERROR: ") != 1 || r.stdout != "" {
 				t.Fatalf("want exit 255 and one ERROR: line\n%v", r)

@@ -15,8 +15,10 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -108,29 +110,73 @@ func readPassphraseFrom(tty int, prompt string) (*secretBuf, error) {
 	quiet.Lflag &^= unix.ECHO | unix.ECHONL
 	quiet.Lflag |= unix.ICANON | unix.ISIG
 	quiet.Iflag |= unix.ICRNL
+	// Signals a person sends at a prompt (^C, a hang-up, kill) must not
+	// leave the terminal without echo. They are caught while echo is off.
+	// A caught hang-up is never given back: whether the read sees the hung
+	// up terminal first or the signal comes first, the run ends the same
+	// way, with one error and status 255, and the process exits soon after.
+	// One the caller's shell left ignored (nohup, a background job) stays so.
+	sigs := make(chan os.Signal, 1)
+	for _, sig := range []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM} {
+		if !signal.Ignored(sig) {
+			signal.Notify(sigs, sig)
+		}
+	}
 	if err := unix.IoctlSetTermios(tty, unix.TCSETS, &quiet); err != nil {
+		signal.Stop(sigs)
 		return nil, failf(eUsage, "read passphrase: cannot turn echo off: %v", err)
 	}
-	defer unix.IoctlSetTermios(tty, unix.TCSETS, saved)
+	restore := func() {
+		unix.IoctlSetTermios(tty, unix.TCSETS, saved)
+		unix.Write(tty, []byte("\n"))
+	}
 	unix.Write(tty, []byte(prompt))
-	defer unix.Write(tty, []byte("\n"))
 
 	buf, err := newSecretBuf(luksMaxPassphrase + 2) // the line, its newline, one byte too many
 	if err != nil {
+		restore()
 		return nil, err
 	}
 	b, n := buf.bytes(), 0
+	fail := func(e error) (*secretBuf, error) {
+		buf.wipe()
+		restore()
+		return nil, e
+	}
 	for {
+		select {
+		case sig := <-sigs:
+			if sig != syscall.SIGHUP {
+				// ^C or kill: the terminal back first, then die of the
+				// signal as the sender asked (the status says which).
+				buf.wipe()
+				restore()
+				signal.Reset(sig)
+				unix.Tgkill(unix.Getpid(), unix.Gettid(), sig.(syscall.Signal))
+				return nil, failf(eUsage, "read passphrase from the terminal: %v at the prompt", sig)
+			}
+			return fail(failf(eUsage, "read passphrase from the terminal: %v at the prompt", sig))
+		default:
+		}
+		// The poll wakes for a line, the end of input or a hang-up; its
+		// timeout is how soon a caught signal is seen (the signal handler
+		// restarts a blocked read, so the read alone would not notice).
+		ready := []unix.PollFd{{Fd: int32(tty), Events: unix.POLLIN}}
+		if _, err := unix.Poll(ready, 50); err != nil && err != unix.EINTR {
+			return fail(failf(eUsage, "read passphrase from the terminal: %v", err))
+		}
+		if ready[0].Revents == 0 {
+			continue
+		}
 		m, err := unix.Read(tty, b[n:])
-		if err == unix.EINTR {
+		if err == unix.EINTR || err == unix.EAGAIN {
 			continue
 		}
 		if err != nil || m == 0 {
-			buf.wipe()
 			if err == nil {
-				return nil, failf(eUsage, "read passphrase from the terminal: end of input before a newline")
+				return fail(failf(eUsage, "read passphrase from the terminal: end of input before a newline"))
 			}
-			return nil, failf(eUsage, "read passphrase from the terminal: %v", err)
+			return fail(failf(eUsage, "read passphrase from the terminal: %v", err))
 		}
 		n += m
 		if end := bytes.IndexByte(b[:n], '\n'); end >= 0 {
@@ -138,10 +184,11 @@ func readPassphraseFrom(tty int, prompt string) (*secretBuf, error) {
 			break
 		}
 		if n == len(b) {
-			buf.wipe()
-			return nil, failf(eUsage, "passphrase longer than %d bytes", luksMaxPassphrase)
+			return fail(failf(eUsage, "passphrase longer than %d bytes", luksMaxPassphrase))
 		}
 	}
+	restore()
+	signal.Stop(sigs)
 	if n > luksMaxPassphrase {
 		buf.wipe()
 		return nil, failf(eUsage, "passphrase longer than %d bytes", luksMaxPassphrase)

@@ -104,7 +104,9 @@ func adjustLimits() error {
 // crash path (a goroutine dump) while minirun sets up; execPayload gives it
 // back. INT, TERM, HUP, USR1 and USR2 keep their default action: the process
 // dies of the signal, as the caller asked, and the kernel releases what it
-// held (autoclear loop devices, the mount namespace). os/signal.Notify would
+// held (autoclear loop devices, the mount namespace); only a passphrase
+// prompt catches them, to give the terminal its echo back (crypt.go).
+// os/signal.Notify would
 // print a line instead, but starting its goroutine costs ~0.25 ms per launch.
 func quietSignalsDuringSetup() {
 	signal.Ignore(syscall.SIGQUIT)
