@@ -831,7 +831,7 @@ func (x *advLUKS) testTerminal(t *testing.T) {
 		act     action
 		classes []string
 		frag    string
-		within  time.Duration // from the action's start
+		within  time.Duration  // from the action's start
 		died    syscall.Signal // the signal minirun must die of, with echo back on
 	}{
 		{"empty-line", timed, typeText([]byte("\n")), []string{"E_AUTH"}, "passphrase is empty", advLUKSMaxRefusal, 0},
