@@ -1488,7 +1488,11 @@ func luksDeriveKey(p kdfParams, passphrase, out []byte) error {
 		if !ok || p.iterations < 1 || p.iterations > 1<<32-1 {
 			return failf(eInternal, "pbkdf2 parameters not validated")
 		}
-		pbkdf2Key(newHash, passphrase, p.salt, int(p.iterations), out)
+		if p.hash == "sha256" {
+			pbkdf2SHA256(passphrase, p.salt, int(p.iterations), out)
+		} else {
+			pbkdf2Key(newHash, passphrase, p.salt, int(p.iterations), out)
+		}
 		return nil
 	case "argon2i", "argon2id":
 		if p.time < 1 || p.cpus < 1 || p.cpus > argon2MaxCPUs || p.memoryKiB > kdfHardMaxMemoryMiB*1024 || p.time > argon2MaxCost {
@@ -1534,6 +1538,14 @@ func afDiffuse(h hash.Hash, buf []byte) {
 // sha256.Sum256 on a stack buffer avoids the hash.Hash round trips, which
 // cost more than the compressions themselves (4000 stripes per unlock).
 func afDiffuseSHA256(buf []byte) {
+	if sha256NI {
+		afDiffuseSHA256NI(buf)
+		return
+	}
+	afDiffuseSHA256Generic(buf)
+}
+
+func afDiffuseSHA256Generic(buf []byte) {
 	var in [4 + sha256.Size]byte
 	for i := uint32(0); len(buf) > 0; i++ {
 		n := copy(in[4:], buf)
@@ -1667,7 +1679,11 @@ func luksDigestMatches(d *luksDigest, vk []byte) bool {
 		return false
 	}
 	got := make([]byte, len(d.digest))
-	pbkdf2Key(newHash, vk, d.salt, int(d.iterations), got)
+	if d.hash == "sha256" {
+		pbkdf2SHA256(vk, d.salt, int(d.iterations), got)
+	} else {
+		pbkdf2Key(newHash, vk, d.salt, int(d.iterations), got)
+	}
 	return subtle.ConstantTimeCompare(got, d.digest) == 1
 }
 

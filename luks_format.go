@@ -128,7 +128,7 @@ func formatLUKS2(w luksTarget, plaintext io.Reader, size int64, passphrase []byt
 		return failf(eSystem, "random digest salt: %w", err)
 	}
 	digest := make([]byte, sha256.Size)
-	pbkdf2Key(sha256.New, vk.bytes(), digestSalt, luksFormatDigestIter, digest)
+	pbkdf2SHA256(vk.bytes(), digestSalt, luksFormatDigestIter, digest)
 	uuid, err := luksNewUUID(rnd)
 	if err != nil {
 		return err

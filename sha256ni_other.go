@@ -1,0 +1,7 @@
+//go:build !amd64
+
+package main
+
+const sha256NI = false
+
+func sha256BlocksSHANI(h *[8]uint32, p []byte) { panic("sha256ni: no assembly") }
