@@ -9,10 +9,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/asn1"
 	"encoding/pem"
-	"errors"
 	"io"
 	"os"
 	"os/signal"
@@ -303,17 +301,11 @@ func parseRSAPrivateKeyPEM(data []byte, name string) (key *rsa.PrivateKey, err e
 		case len(b.Bytes) > maxRSAKeyDER:
 			err = failf(eUsage, "private key %s is larger than any supported RSA key", n)
 		case b.Type == "RSA PRIVATE KEY":
-			k, perr := x509.ParsePKCS1PrivateKey(b.Bytes)
+			k, perr := parsePKCS1PrivateKey(b.Bytes)
 			key, err = k, keyParseError(perr, "private key", n)
 		default:
-			k, perr := x509.ParsePKCS8PrivateKey(b.Bytes)
-			if perr == nil {
-				var ok bool
-				if key, ok = k.(*rsa.PrivateKey); !ok {
-					perr = errors.New("not an RSA key")
-				}
-			}
-			err = keyParseError(perr, "private key", n)
+			k, perr := parsePKCS8RSAPrivateKey(b.Bytes)
+			key, err = k, keyParseError(perr, "private key", n)
 		}
 		return false
 	})
@@ -342,17 +334,11 @@ func parseRSAPublicKeyPEM(data []byte, name string) (key *rsa.PublicKey, err err
 		case len(b.Bytes) > maxRSAKeyDER:
 			err = failf(eUsage, "public key %s is larger than any supported RSA key", n)
 		case b.Type == "RSA PUBLIC KEY":
-			k, perr := x509.ParsePKCS1PublicKey(b.Bytes)
+			k, perr := parsePKCS1PublicKey(b.Bytes)
 			key, err = k, keyParseError(perr, "public key", n)
 		default:
-			k, perr := x509.ParsePKIXPublicKey(b.Bytes)
-			if perr == nil {
-				var ok bool
-				if key, ok = k.(*rsa.PublicKey); !ok {
-					perr = errors.New("not an RSA key")
-				}
-			}
-			err = keyParseError(perr, "public key", n)
+			k, perr := parsePKIXRSAPublicKey(b.Bytes)
+			key, err = k, keyParseError(perr, "public key", n)
 		}
 		return false
 	})

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"math/big"
+	"strings"
+	"testing"
+)
+
+// sameRSAKey compares what decryption and encryption use.
+func sameRSAKey(a, b *rsa.PrivateKey) bool {
+	return a.N.Cmp(b.N) == 0 && a.E == b.E && a.D.Cmp(b.D) == 0 && len(a.Primes) == 2 && len(b.Primes) == 2 &&
+		a.Primes[0].Cmp(b.Primes[0]) == 0 && a.Primes[1].Cmp(b.Primes[1]) == 0 &&
+		a.Precomputed.Dp.Cmp(b.Precomputed.Dp) == 0 && a.Precomputed.Dq.Cmp(b.Precomputed.Dq) == 0 &&
+		a.Precomputed.Qinv.Cmp(b.Precomputed.Qinv) == 0
+}
+
+func TestRSAKeyDER(t *testing.T) {
+	k := ctFuzzRSAKey()
+	pkcs1 := x509.MarshalPKCS1PrivateKey(k)
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(k)
+	pub1 := x509.MarshalPKCS1PublicKey(&k.PublicKey)
+	pkix, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+
+	for name, parse := range map[string]func([]byte) (*rsa.PrivateKey, error){"pkcs1": parsePKCS1PrivateKey, "pkcs8": parsePKCS8RSAPrivateKey} {
+		der := map[string][]byte{"pkcs1": pkcs1, "pkcs8": pkcs8}[name]
+		got, err := parse(der)
+		if err != nil || !sameRSAKey(got, k) {
+			t.Errorf("%s: %v", name, err)
+		}
+		if _, err := parse(append(bytes.Clone(der), 0)); err == nil || !strings.Contains(err.Error(), "trailing") {
+			t.Errorf("%s with a trailing byte: %v", name, err)
+		}
+	}
+	for name, der := range map[string][]byte{"pkcs1": pub1, "pkix": pkix} {
+		parse := map[string]func([]byte) (*rsa.PublicKey, error){"pkcs1": parsePKCS1PublicKey, "pkix": parsePKIXRSAPublicKey}[name]
+		got, err := parse(der)
+		if err != nil || got.N.Cmp(k.N) != 0 || got.E != k.E {
+			t.Errorf("public %s: %v", name, err)
+		}
+	}
+
+	// Other key types and forms are refused with a reason.
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ec8, _ := x509.MarshalPKCS8PrivateKey(ec)
+	ecPub, _ := x509.MarshalPKIXPublicKey(&ec.PublicKey)
+	multi, err := rsa.GenerateMultiPrimeKey(rand.Reader, 3, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tamperedD := *k
+	tamperedD.D = new(big.Int).Add(k.D, k.Primes[0]) // any other d
+	for _, c := range []struct {
+		name, want string
+		err        error
+	}{
+		{"ecdsa pkcs8", "not an RSA key", errOf(parsePKCS8RSAPrivateKey(ec8))},
+		{"ecdsa pkix", "not an RSA key", errOf(parsePKIXRSAPublicKey(ecPub))},
+		{"multi-prime", "multi-prime", errOf(parsePKCS1PrivateKey(x509.MarshalPKCS1PrivateKey(multi)))},
+		{"pkcs8 as pkcs1", "", errOf(parsePKCS1PrivateKey(pkcs8))},
+		{"public as private", "", errOf(parsePKCS1PrivateKey(pub1))},
+		{"wrong d", "", errOf(parsePKCS1PrivateKey(x509.MarshalPKCS1PrivateKey(&tamperedD)))},
+	} {
+		if c.err == nil || !strings.Contains(c.err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error mentioning %q", c.name, c.err, c.want)
+		}
+	}
+}
+
+func errOf[T any](_ T, err error) error { return err }
+
+// FuzzRSAKeyDER holds the parsers to crypto/x509: whatever they accept, x509
+// accepts as the same key; whatever x509 accepts as a two-prime RSA key,
+// they accept, unless it has trailing bytes or a PKCS#8 version other than 0.
+func FuzzRSAKeyDER(f *testing.F) {
+	k := ctFuzzRSAKey()
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(k)
+	pkix, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	f.Add(uint8(0), x509.MarshalPKCS1PrivateKey(k))
+	f.Add(uint8(1), pkcs8)
+	f.Add(uint8(2), x509.MarshalPKCS1PublicKey(&k.PublicKey))
+	f.Add(uint8(3), pkix)
+	f.Add(uint8(3), []byte{0x30, 0x0d, 0x06, 0x09})
+	f.Fuzz(func(t *testing.T, form uint8, der []byte) {
+		if len(der) > 16<<10 {
+			return
+		}
+		switch form % 4 {
+		case 0, 1:
+			var ours *rsa.PrivateKey
+			var err error
+			var theirs any
+			var xerr error
+			if form%4 == 0 {
+				ours, err = parsePKCS1PrivateKey(der)
+				theirs, xerr = x509.ParsePKCS1PrivateKey(der)
+			} else {
+				ours, err = parsePKCS8RSAPrivateKey(der)
+				theirs, xerr = x509.ParsePKCS8PrivateKey(der)
+			}
+			xk, isRSA := theirs.(*rsa.PrivateKey)
+			if err == nil && (xerr != nil || !isRSA || !sameRSAKey(ours, xk)) {
+				t.Fatalf("accepted what x509 refuses or reads otherwise: %v", xerr)
+			}
+			if err != nil && xerr == nil && isRSA && len(xk.Primes) == 2 && !strings.Contains(err.Error(), "trailing") && !strings.Contains(err.Error(), "version") {
+				t.Fatalf("refused a key x509 accepts: %v", err)
+			}
+		default:
+			var ours *rsa.PublicKey
+			var err error
+			var theirs any
+			var xerr error
+			if form%4 == 2 {
+				ours, err = parsePKCS1PublicKey(der)
+				theirs, xerr = x509.ParsePKCS1PublicKey(der)
+			} else {
+				ours, err = parsePKIXRSAPublicKey(der)
+				theirs, xerr = x509.ParsePKIXPublicKey(der)
+			}
+			xk, isRSA := theirs.(*rsa.PublicKey)
+			if err == nil && (xerr != nil || !isRSA || ours.N.Cmp(xk.N) != 0 || ours.E != xk.E) {
+				t.Fatalf("accepted what x509 refuses or reads otherwise: %v", xerr)
+			}
+			if err != nil && xerr == nil && isRSA && !strings.Contains(err.Error(), "trailing") {
+				t.Fatalf("refused a key x509 accepts: %v", err)
+			}
+		}
+	})
+}
