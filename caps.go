@@ -267,7 +267,7 @@ func lastCapFrom(path string) (int, error) {
 
 // readSmallFile reads at most max bytes of a kernel file; larger is an error.
 func readSmallFile(path string, max int) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := openFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}

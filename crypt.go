@@ -247,7 +247,7 @@ func readKeyFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, openError("key file", path, err)
 	}
-	f := os.NewFile(uintptr(fd), path)
+	f := fileFromFD(fd, path)
 	defer f.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -678,7 +678,7 @@ func attachMemoryBackend(u *unlockedImage, uid int, maxMiB int64, lim loopLimits
 // write plaintext pages to disk unencrypted: memfd pages are swappable, and an
 // mlock would not survive the payload's execve. zram and dm-crypt swap are fine.
 func checkSwapForPlaintext() error {
-	f, err := os.Open("/proc/swaps")
+	f, err := openFile("/proc/swaps", os.O_RDONLY, 0)
 	if err != nil {
 		return failf(eSystem, "read /proc/swaps: %w", err)
 	}
@@ -734,7 +734,7 @@ func safeSwapDevice(path string) bool {
 		return false
 	}
 	sys := "/sys/dev/block/" + strconv.FormatUint(uint64(unix.Major(st.Rdev)), 10) + ":" + strconv.FormatUint(uint64(unix.Minor(st.Rdev)), 10)
-	if uuid, err := os.ReadFile(sys + "/dm/uuid"); err == nil {
+	if uuid, err := readProcFile(sys+"/dm/uuid", 4096); err == nil {
 		return bytes.HasPrefix(uuid, []byte("CRYPT-"))
 	}
 	target, err := os.Readlink(sys)

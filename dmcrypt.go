@@ -165,7 +165,7 @@ type dmControl struct{ f *os.File }
 // missing while the kernel has device-mapper, and checks it is that character device.
 func openDMControl() (*dmControl, error) {
 	minor, listed := dmMiscMinor()
-	f, err := os.OpenFile(dmControlPath, os.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	f, err := openFile(dmControlPath, os.O_RDWR|unix.O_NOFOLLOW, 0)
 	if errors.Is(err, os.ErrNotExist) && listed {
 		if err := os.Mkdir("/dev/mapper", 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return nil, failf(eSystem, "create /dev/mapper: %w", err)
@@ -173,7 +173,7 @@ func openDMControl() (*dmControl, error) {
 		if err := unix.Mknod(dmControlPath, unix.S_IFCHR|0o600, int(unix.Mkdev(dmMiscMajor, minor))); err != nil && !errors.Is(err, unix.EEXIST) {
 			return nil, failf(eSystem, "create %s: %w", dmControlPath, err)
 		}
-		f, err = os.OpenFile(dmControlPath, os.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		f, err = openFile(dmControlPath, os.O_RDWR|unix.O_NOFOLLOW, 0)
 	}
 	if err != nil {
 		return nil, failf(eSystem, "device-mapper not available: open %s: %w", dmControlPath, err)
@@ -189,7 +189,7 @@ func openDMControl() (*dmControl, error) {
 
 // dmMiscMinor reads device-mapper's misc minor from /proc/misc ("236 device-mapper").
 func dmMiscMinor() (uint32, bool) {
-	f, err := os.Open("/proc/misc")
+	f, err := openFile("/proc/misc", os.O_RDONLY, 0)
 	if err != nil {
 		return dmControlMinor, false
 	}
@@ -456,7 +456,7 @@ func dmCryptModuleKnown() bool {
 	}
 	dir := "/lib/modules/" + unix.ByteSliceToString(u.Release[:])
 	for _, name := range []string{"modules.builtin", "modules.dep"} {
-		f, err := os.Open(dir + "/" + name)
+		f, err := openFile(dir+"/"+name, os.O_RDONLY, 0)
 		if err != nil {
 			continue
 		}
@@ -512,7 +512,7 @@ func dmCreatorOf(uuid string) (pid int, start uint64, ok bool) {
 // The command name (field 2) may hold spaces and parentheses, so fields are counted after the
 // last ')'.
 func dmProcStartTime(pid int) (uint64, error) {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/stat")
+	f, err := openFile("/proc/"+strconv.Itoa(pid)+"/stat", os.O_RDONLY, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -815,8 +815,8 @@ func (c *dmControl) loadCryptTable(name string, key []byte, before, after string
 // neither on devtmpfs nor on udev (spec §4.3 step 5).
 func openDMNode(dev uint64, name, uuid string) (*os.File, error) {
 	sys := fmt.Sprintf("/sys/dev/block/%d:%d/dm/", unix.Major(dev), unix.Minor(dev))
-	gotName, err1 := os.ReadFile(sys + "name")
-	gotUUID, err2 := os.ReadFile(sys + "uuid")
+	gotName, err1 := readProcFile(sys+"name", 4096)
+	gotUUID, err2 := readProcFile(sys+"uuid", 4096)
 	if err1 != nil || err2 != nil || strings.TrimSpace(string(gotName)) != name || strings.TrimSpace(string(gotUUID)) != uuid {
 		return nil, failf(eSystem, "device %d:%d is not the mapping %s according to %s", unix.Major(dev), unix.Minor(dev), name, sys)
 	}

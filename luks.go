@@ -1431,7 +1431,7 @@ func (l kdfLimits) checkKDF(p kdfParams, what string) error {
 
 // luksMeminfoKiB returns a /proc/meminfo field in KiB (0 and an error if absent).
 func luksMeminfoKiB(field string) (uint64, error) {
-	f, err := os.Open("/proc/meminfo")
+	f, err := openFile("/proc/meminfo", os.O_RDONLY, 0)
 	if err != nil {
 		return 0, err
 	}

@@ -823,7 +823,7 @@ func readImageFile(name string) ([]byte, bool) {
 	if err != nil {
 		return nil, false
 	}
-	f := os.NewFile(uintptr(fd), name)
+	f := fileFromFD(fd, name)
 	defer f.Close()
 	data, err := readAllBounded(f, maxAccountFileSize)
 	return data, err == nil
@@ -831,7 +831,7 @@ func readImageFile(name string) ([]byte, bool) {
 
 // writeReadable writes a world-readable file despite minirun's umask 077.
 func writeReadable(name string, data []byte) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0644)
+	f, err := openFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0644)
 	if err != nil {
 		return err
 	}
@@ -978,6 +978,40 @@ func readDirNames(fd int, limit int) ([]string, error) {
 		return nil, failf(eImage, "image directory has more than %d entries to lay a mount point beside", limit)
 	}
 	return names, nil
+}
+
+// openFile is os.OpenFile without the Go netpoller. os.OpenFile registers
+// every file with epoll: the first call creates the poller (epoll_create1,
+// eventfd2), each later one costs a failing epoll_ctl, and once the poller
+// exists the scheduler polls it whenever a thread idles. Setup only ever
+// does blocking I/O, and os.NewFile leaves a blocking descriptor alone.
+func openFile(name string, flags int, perm uint32) (*os.File, error) {
+	for {
+		fd, err := unix.Open(name, flags|unix.O_CLOEXEC, perm)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "open", Path: name, Err: err}
+		}
+		return os.NewFile(uintptr(fd), name), nil
+	}
+}
+
+// fileFromFD wraps a descriptor opened O_NONBLOCK (so that a FIFO cannot
+// hang the open) in an os.File. A regular file, directory or block device is
+// made blocking first: that changes nothing for it, but os.NewFile would
+// hand a non-blocking descriptor to the netpoller (see openFile). Anything
+// else stays non-blocking, for its caller to refuse.
+func fileFromFD(fd int, name string) *os.File {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil {
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG, unix.S_IFDIR, unix.S_IFBLK:
+			unix.SetNonblock(fd, false)
+		}
+	}
+	return os.NewFile(uintptr(fd), name)
 }
 
 // readProcFile reads a /proc file whole with plain syscalls: os.Open would

@@ -144,7 +144,7 @@ func openImage(name string) (*os.File, error) {
 	if err != nil {
 		return nil, openError("image", name, err)
 	}
-	return os.NewFile(uintptr(fd), name), nil
+	return fileFromFD(fd, name), nil
 }
 
 // openBindSource opens SRC as an O_PATH descriptor: a directory or a file.

@@ -51,14 +51,14 @@ func launchWithInit(o *options, who caller, user account, cfg config, plan *laun
 	if !who.root() && unix.Getrlimit(unix.RLIMIT_NPROC, &nproc) == nil && nproc.Cur < 64 {
 		return failf(eResource, "--pid: RLIMIT_NPROC %d is too small for the init (64 at least)", nproc.Cur)
 	}
-	self, err := os.OpenFile("/proc/self/exe", unix.O_PATH|unix.O_CLOEXEC, 0)
+	self, err := openFile("/proc/self/exe", unix.O_PATH, 0)
 	if err != nil {
 		return failf(eSystem, "open /proc/self/exe: %w", err)
 	}
 	if err := prepareContainer(o, who, user, cfg, plan, rootfs); err != nil {
 		return err
 	}
-	token, err := os.OpenFile(stateDir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	token, err := openFile(stateDir, os.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return failf(eSystem, "open %s: %w", stateDir, err)
 	}

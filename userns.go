@@ -106,7 +106,7 @@ func isUsernsRole() bool {
 	if len(os.Args) < 1 || os.Args[0] != usernsRole || unix.Geteuid() != unix.Getuid() {
 		return false
 	}
-	m, err := os.ReadFile("/proc/self/uid_map")
+	m, err := readProcFile("/proc/self/uid_map", 64<<10)
 	return err == nil && strings.Join(strings.Fields(string(m)), " ") != "0 0 4294967295"
 }
 
