@@ -16,7 +16,7 @@ export CGO_ENABLED = 0
 
 # Debian packages for everything the tests and the demo run (busybox-static,
 # not busybox: it is copied into test images that have no libc).
-DEB_PKGS := squashfs-tools busybox-static cryptsetup-bin libcap2-bin util-linux passwd qemu-system-x86
+DEB_PKGS := squashfs-tools busybox-static cryptsetup-bin libcap2-bin util-linux passwd qemu-system-x86 strace
 
 .PHONY: all install demo test fuzz deps clean bench FORCE
 

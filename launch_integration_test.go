@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -87,6 +88,57 @@ func itSigMask(t *testing.T, status, field string) uint64 {
 	}
 	t.Fatalf("no %s line in %q", field, status)
 	return 0
+}
+
+// TestIntegrationNoNetpoller: a launch never starts the Go runtime's
+// netpoller. os.Open, os.NewFile of a non-blocking descriptor and
+// crypto/rand's first read (through its warning timer) each would: the
+// first one costs epoll_create1 and eventfd2, every later file an epoll_ctl,
+// and the scheduler then polls epoll whenever a thread idles (issue 6:
+// nothing before execve that the launch does not need). strace -u runs the
+// setuid binary as the user with its setuid bit in force.
+func TestIntegrationNoNetpoller(t *testing.T) {
+	e := itIntegration(t)
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		t.Fatalf("strace not found (run 'make deps'): %v", err)
+	}
+	for _, w := range []itWho{itAsRoot, itAsUser} {
+		for _, c := range []struct {
+			name string
+			args []string
+		}{
+			{"sif", []string{"exec", e.sifTool, "/bin/true"}},
+			{"directory", []string{"exec", e.rootfs, "/bin/true"}},
+			{"pid", []string{"exec", "--pid", e.sqfs, "/bin/true"}},
+		} {
+			itSub(t, w.String()+"/"+c.name, func(t *testing.T) {
+				trace := filepath.Join(t.TempDir(), "trace")
+				args := []string{"-f", "-qq", "-e", "trace=epoll_create,epoll_create1,eventfd2,execve", "-o", trace}
+				if w == itAsUser {
+					args = append(args, "-u", e.user.name)
+				}
+				args = append(append(args, e.suid), c.args...)
+				cmd := exec.Command(strace, args...)
+				cmd.Dir = "/"
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("strace %q: %v\n%s", args, err, out)
+				}
+				text, err := os.ReadFile(trace)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(string(text), `execve("/bin/true"`) {
+					t.Fatalf("the trace did not follow the launch to the payload:\n%s", text)
+				}
+				for _, line := range strings.Split(string(text), "\n") {
+					if strings.Contains(line, "epoll_create") || strings.Contains(line, "eventfd2") {
+						t.Errorf("the launch started the netpoller: %s", line)
+					}
+				}
+			})
+		}
+	}
 }
 
 // Concurrent launches of one image share one loop device (the default);

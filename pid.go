@@ -62,10 +62,13 @@ func launchWithInit(o *options, who caller, user account, cfg config, plan *laun
 	if err != nil {
 		return failf(eSystem, "open %s: %w", stateDir, err)
 	}
-	planRead, planWrite, err := os.Pipe()
-	if err != nil {
+	// A plain blocking pipe: os.Pipe would start the netpoller here and,
+	// through the inherited O_NONBLOCK, in the init too (see openFile).
+	var planFDs [2]int
+	if err := unix.Pipe2(planFDs[:], unix.O_CLOEXEC); err != nil {
 		return failf(eSystem, "pipe: %w", err)
 	}
+	planRead, planWrite := os.NewFile(uintptr(planFDs[0]), "|0"), os.NewFile(uintptr(planFDs[1]), "|1")
 	p := initPlan{UID: who.uid, GID: who.gid, Groups: who.groups, Caps: uint64(set), NNP: nnp,
 		Argv: payloadArgv(o), Env: payloadEnv(plan.callerEnv, user, o.cleanEnv, o.env),
 		Pwd: o.pwd, Cwd: plan.cwd, Home: user.home, Umask: callerUmask, Limits: callerLimits,
