@@ -1567,6 +1567,10 @@ func afMerge(material []byte, keySize, stripes int, hashName string, out []byte)
 	if keySize < 1 || keySize > luks2MaxKeyBytes || stripes < 1 || stripes > luksStripes || len(out) != keySize || len(material) < keySize*stripes {
 		return failf(eImage, "anti-forensic material: bad sizes (key %d, stripes %d, material %d)", keySize, stripes, len(material))
 	}
+	if hashName == "sha256" && keySize > sha256.Size {
+		afMergeSHA256Columns(material, keySize, stripes, out)
+		return nil
+	}
 	h := newHash()
 	clear(out)
 	for k := 0; k < stripes-1; k++ {
@@ -1575,6 +1579,50 @@ func afMerge(material []byte, keySize, stripes int, hashName string, out []byte)
 	}
 	subtle.XORBytes(out, out, material[(stripes-1)*keySize:stripes*keySize])
 	return nil
+}
+
+// afMergeSHA256Columns is afMerge for SHA-256 and keys longer than one
+// digest. Diffusion hashes each 32-byte column of the key on its own (column
+// c with index c), so the columns are independent chains of stripes−1
+// hashes: each runs on its own goroutine, in a buffer of its own (two
+// halves of one cache line written from two cores would bounce it between
+// them at every hash).
+func afMergeSHA256Columns(material []byte, keySize, stripes int, out []byte) {
+	var wg sync.WaitGroup
+	for lo := 0; lo < keySize; lo += sha256.Size {
+		hi := min(lo+sha256.Size, keySize)
+		col := func() {
+			var d [sha256.Size]byte
+			n := hi - lo
+			for k := 0; k < stripes-1; k++ {
+				subtle.XORBytes(d[:n], d[:n], material[k*keySize+lo:k*keySize+hi])
+				afHashSHA256(uint32(lo/sha256.Size), d[:n])
+			}
+			subtle.XORBytes(out[lo:hi], d[:n], material[(stripes-1)*keySize+lo:(stripes-1)*keySize+hi])
+			clear(d[:])
+		}
+		if hi == keySize {
+			col() // the last column on this goroutine
+			break
+		}
+		wg.Go(col)
+	}
+	wg.Wait()
+}
+
+// afHashSHA256 replaces b (at most 32 bytes) by H(BE32(i) ‖ b), truncated.
+func afHashSHA256(i uint32, b []byte) {
+	if sha256NI {
+		afHashSHA256NI(i, b)
+		return
+	}
+	var in [4 + sha256.Size]byte
+	binary.BigEndian.PutUint32(in[:4], i)
+	n := copy(in[4:], b)
+	sum := sha256.Sum256(in[:4+n])
+	copy(b, sum[:n])
+	clear(sum[:])
+	clear(in[:])
 }
 
 // afSplit is afMerge's inverse for formatting: random stripes, then the last
