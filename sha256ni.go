@@ -14,6 +14,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"sync"
 )
 
 var sha256Init = [8]uint32{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19}
@@ -54,6 +55,26 @@ func pbkdf2SHA256(password, salt []byte, iterations int, out []byte) {
 	clear(key[:])
 	clear(pad[:])
 
+	// The blocks of the output are independent: a 64-byte keyslot key
+	// derives its two halves on two goroutines.
+	var wg sync.WaitGroup
+	for block := uint32(1); len(out) > 0; block++ {
+		dst := out[:min(sha256.Size, len(out))]
+		out = out[len(dst):]
+		run := func() { pbkdf2SHA256Block(&inner, &outer, password, salt, iterations, block, dst) }
+		if len(out) == 0 {
+			run()
+			break
+		}
+		wg.Go(run)
+	}
+	wg.Wait()
+	clear(inner[:])
+	clear(outer[:])
+}
+
+// pbkdf2SHA256Block computes block i of the output into dst (≤ 32 bytes).
+func pbkdf2SHA256Block(inner, outer *[8]uint32, password, salt []byte, iterations int, i uint32, dst []byte) {
 	// Every iteration after the first hashes a 32-byte message behind one
 	// keyed block, inside and outside alike: the same padded block, whose
 	// first half is the message (64+32 bytes in all, in bits at the end).
@@ -63,30 +84,25 @@ func pbkdf2SHA256(password, salt []byte, iterations int, out []byte) {
 	var u, t [sha256.Size]byte
 	var ctr [4]byte
 	prf := hmac.New(sha256.New, password) // U1 = PRF(salt ‖ INT(i)): any length
-	for block := uint32(1); len(out) > 0; block++ {
-		prf.Reset()
-		prf.Write(salt)
-		binary.BigEndian.PutUint32(ctr[:], block)
-		prf.Write(ctr[:])
-		prf.Sum(u[:0])
-		t = u
-		for n := 1; n < iterations; n++ {
-			copy(blk[:32], u[:])
-			h := inner
-			sha256BlocksSHANI(&h, blk[:])
-			sha256PutState(blk[:32], &h)
-			h = outer
-			sha256BlocksSHANI(&h, blk[:])
-			sha256PutState(u[:], &h)
-			for i := range t {
-				t[i] ^= u[i]
-			}
-		}
-		out = out[copy(out, t[:]):]
-	}
+	prf.Write(salt)
+	binary.BigEndian.PutUint32(ctr[:], i)
+	prf.Write(ctr[:])
+	prf.Sum(u[:0])
 	prf.Reset()
-	clear(inner[:])
-	clear(outer[:])
+	t = u
+	for n := 1; n < iterations; n++ {
+		copy(blk[:32], u[:])
+		h := *inner
+		sha256BlocksSHANI(&h, blk[:])
+		sha256PutState(blk[:32], &h)
+		h = *outer
+		sha256BlocksSHANI(&h, blk[:])
+		sha256PutState(u[:], &h)
+		for i := range t {
+			t[i] ^= u[i]
+		}
+	}
+	copy(dst, t[:])
 	clear(blk[:])
 	clear(u[:])
 	clear(t[:])
