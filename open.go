@@ -111,7 +111,17 @@ func openAsCaller(o *options, who caller, user account, cfg config, names *nameL
 // asCaller runs fn on a locked thread whose fsuid is the caller's. The thread
 // is never unlocked, so the runtime discards it afterwards, whatever state
 // fn left it in. Groups and fsgid already are the caller's in a setuid process.
-func asCaller(who caller, fn func() error) error {
+func asCaller(who caller, fn func() error) (err error) {
+	if who.uid == 0 {
+		// Root's filesystem ids already are the caller's: no thread to
+		// start and throw away (~0.05 ms of every root launch).
+		defer func() {
+			if r := recover(); r != nil {
+				err = failf(eInternal, "internal error while opening files as the caller: %v", r)
+			}
+		}()
+		return fn()
+	}
 	done := make(chan error, 1)
 	go func() {
 		defer func() {
