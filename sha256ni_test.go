@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/pbkdf2"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/binary"
 	"encoding/hex"
 	"math/rand/v2"
@@ -176,4 +177,25 @@ func TestAFMergeSHA256Columns(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkAFMerge: one AF merge of a 512-bit key (4000 stripes), its two
+// columns on two goroutines against the textbook chain on one.
+func BenchmarkAFMerge(b *testing.B) {
+	m := make([]byte, 64*4000)
+	out := make([]byte, 64)
+	b.Run("columns", func(b *testing.B) {
+		for b.Loop() {
+			afMergeSHA256Columns(m, 64, 4000, out)
+		}
+	})
+	b.Run("one-goroutine", func(b *testing.B) {
+		for b.Loop() {
+			clear(out)
+			for k := 0; k < 3999; k++ {
+				subtle.XORBytes(out, out, m[k*64:k*64+64])
+				afDiffuseSHA256(out)
+			}
+		}
+	})
 }

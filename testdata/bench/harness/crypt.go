@@ -173,8 +173,8 @@ var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+([\d.]+)
 // runGoBench runs luks_test.go's benchmarks in the repository (the
 // harness's working directory) with the Go toolchain goBin.
 func runGoBench(goBin, benchtime string) goBenchResult {
-	args := []string{"test", "-run", "^$", "-bench", "Unlock|Decrypt|XTS|AES|PBKDF2|AFDiffuse", "-benchtime", benchtime, "."}
-	res := goBenchResult{cmd: "CGO_ENABLED=0 go test -run '^$' -bench 'Unlock|Decrypt|XTS|AES|PBKDF2|AFDiffuse' -benchtime " + benchtime + " ."}
+	args := []string{"test", "-run", "^$", "-bench", "Unlock|Decrypt|XTS|AES|PBKDF2|AFDiffuse|AFMerge", "-benchtime", benchtime, "."}
+	res := goBenchResult{cmd: "CGO_ENABLED=0 go test -run '^$' -bench 'Unlock|Decrypt|XTS|AES|PBKDF2|AFDiffuse|AFMerge' -benchtime " + benchtime + " ."}
 	cmd := exec.Command(goBin, args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	t0 := time.Now()
@@ -267,6 +267,8 @@ func (r *report) encryptedSection(b *strings.Builder) {
 		"PBKDF2SHA256/sha-ni":           "the same on the bare SHA-NI compression (sha256ni.go), what unlock uses",
 		"AFDiffuseSHA256/crypto-sha256": "4000 diffusions of a 64-byte key (one AF merge) through sha256.Sum256",
 		"AFDiffuseSHA256/sha-ni":        "the same on the bare SHA-NI compression, what unlock uses",
+		"AFMerge/columns":               "one AF merge of a 512-bit key, its two 32-byte columns on two goroutines (what unlock does)",
+		"AFMerge/one-goroutine":         "the same merge as one chain on one goroutine",
 		"Unlock/pbkdf2-1000":            "open a keyslot: PEM images (pbkdf2, 1000 iterations)",
 		"Unlock/argon2id-32MiB-t4":      "open a keyslot: small argon2id",
 		"Unlock/argon2id-256MiB-t4-p4":  "open a keyslot: build default for passphrases",

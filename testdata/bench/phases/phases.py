@@ -12,7 +12,7 @@ Needs root, Go, python3 and the images of `make bench` (BENCH_PREFIX).
 The markers are found by exact text: when the code moves, this script
 stops with the text it could not find, rather than measure the wrong thing.
 
-usage: phases.py [-n N] [--user NAME] [--pem] IMAGE...   (IMAGE under BENCH_PREFIX/img)
+usage: phases.py [-n N] [--user NAME] [--pem] [--twin IMAGE] IMAGE...   (IMAGE under BENCH_PREFIX/img)
 """
 import argparse, os, pwd, random, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -66,8 +66,8 @@ MARKS = [
     ("crypt.go", "\tpass, err := luksPassphraseFrom(src, image, name, rootfs, who)\n", "key-file"),
     ("crypt.go", "\tpriv, err := parseRSAPrivateKeyPEM(data, src.pemPath)\n", "rsa-key-parse"),
     ("crypt.go", "\tpass, err := decryptKeyMessage(msg, priv)\n", "rsa-oaep"),
-    ("crypt.go", "\tkey, err := vol.unlock(pass.bytes())\n", "keyslot"),
-    ("luks.go", "\tn := afAreaSize(s.keySize, s.stripes)\n", "keyslot-read"),
+    ("crypt.go", "\tkey, err := vol.unlock(pass.bytes())\n", "keyslot-kdf"),
+    ("luks.go", "\tn := afAreaSize(s.keySize, s.stripes)\n", "keyslot-material"),
     ("luks.go", "\tif err := afMerge(m, s.keySize, s.stripes, s.afHash, buf.bytes()); err != nil {\n", "af-merge"),
     ("luks.go", "\tif !luksDigestMatches(s.digest, buf.bytes()) {\n", "digest"),
     ("luks.go", "\treturn &volumeKey{buf: buf, slot: s.id}, nil\n}", "unlocked"),
@@ -103,6 +103,7 @@ def main():
     ap.add_argument("-n", type=int, default=150)
     ap.add_argument("--user")
     ap.add_argument("--pem", action="store_true", help="pass --pem-path IMG/keys/key.pem")
+    ap.add_argument("--twin", help="run minirun on this image (no key) instead of the floor, e.g. plain.sif against pem.sif")
     ap.add_argument("--prefix", default=os.environ.get("BENCH_PREFIX", "/run/minirun-bench"))
     ap.add_argument("images", nargs="+")
     a = ap.parse_args()
@@ -133,6 +134,9 @@ def main():
             key = ["--pem-path", os.path.join(a.prefix, "img/keys/key.pem")] if a.pem else []
             cmds = {"minirun": [mr, "exec"] + key + [path, "/bin/true"],
                     "floor": [fl] + (["-dir"] if os.path.isdir(path) else []) + [path, "/bin/true"]}
+            if a.twin:
+                del cmds["floor"]
+                cmds["minirun " + a.twin] = [mr, "exec", os.path.join(a.prefix, "img", a.twin), "/bin/true"]
             rows = {k: [] for k in cmds}
             for _ in range(a.n):
                 for k in random.sample(list(cmds), len(cmds)):
