@@ -1017,10 +1017,13 @@ func TestIntegrationNamespaces(t *testing.T) {
 			}
 			itSub(t, name+"/pid", func(t *testing.T) {
 				r := e.run(t, itRunOpts{as: w}, "exec", "--pid", img.path, "/bin/sh", "-c",
-					`echo $$; tr '\0' ' ' </proc/1/cmdline; echo; ls /proc | grep -c '^[0-9]'; exit 3`)
+					`echo $$; tr '\0' ' ' </proc/1/cmdline; echo; ls /proc | grep -c '^[0-9]'; cat /proc/1/comm; exit 3`)
 				lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-				if r.code != 3 || len(lines) != 3 {
-					t.Fatalf("--pid: want exit 3 passed through and three lines\n%v", r)
+				if r.code != 3 || len(lines) != 4 {
+					t.Fatalf("--pid: want exit 3 passed through and four lines\n%v", r)
+				}
+				if lines[3] != "minirun-init" {
+					t.Errorf("--pid: /proc/1/comm = %q, want minirun-init (ps shows it)", lines[3])
 				}
 				// Small, not 1: the init's runtime threads take a few pids first.
 				if pid, err := strconv.Atoi(lines[0]); err != nil || pid > 100 {

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -177,6 +178,10 @@ func runInit() {
 	// getppid() is 0 for a PID 1: arm it again, then make sure P0 did not
 	// die before it was armed.
 	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0)
+	// Started through /proc/self/fd/3, the kernel named us "3" in ps and
+	// /proc/1/comm; say what we are.
+	name := []byte("minirun-init\x00")
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&name[0])), 0, 0, 0)
 	unix.Close(initTokenFD)
 	unix.Close(3)
 	var p initPlan
