@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseBindSpec(t *testing.T) {
@@ -252,5 +254,45 @@ func TestDebugAsked(t *testing.T) {
 		if got := debugAsked(tc.args); got != tc.want {
 			t.Errorf("debugAsked(%q) = %v, want %v", tc.args, got, tc.want)
 		}
+	}
+}
+
+// TestAsCallerFsuid: fn runs with the caller's fsuid, and the thread has
+// root's back afterwards, also when fn panics (the launch goes on using it).
+func TestAsCallerFsuid(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to change the filesystem uid (CI runs as root)")
+	}
+	fsuid := func() int { u, _ := unix.SetfsuidRetUid(-1); return u } // -1 changes nothing
+	for _, c := range []struct {
+		name string
+		fn   func() error
+	}{
+		{"returns", func() error { return nil }},
+		{"panics", func() error { panic("boom") }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			type result struct {
+				inside, after int
+				err           error
+			}
+			done := make(chan result)
+			go func() { // asCaller locks the thread it runs on: not the test's
+				var r result
+				r.err = asCaller(caller{uid: 65534, gid: 65534}, func() error {
+					r.inside = fsuid()
+					return c.fn()
+				})
+				r.after = fsuid()
+				done <- r
+			}()
+			r := <-done
+			if r.inside != 65534 || r.after != 0 {
+				t.Errorf("fsuid %d inside, %d after; want 65534 and 0", r.inside, r.after)
+			}
+			if (c.name == "panics") != (r.err != nil) {
+				t.Errorf("error %v", r.err)
+			}
+		})
 	}
 }

@@ -108,40 +108,37 @@ func openAsCaller(o *options, who caller, user account, cfg config, names *nameL
 	return plan, nil
 }
 
-// asCaller runs fn on a locked thread whose fsuid is the caller's. The thread
-// is never unlocked, so the runtime discards it afterwards, whatever state
-// fn left it in. Groups and fsgid already are the caller's in a setuid process.
+// asCaller runs fn with the caller's fsuid. Groups and fsgid already are the
+// caller's in a setuid process, and a root caller's fsuid already is its own.
+// fsuid is per thread: the goroutine is locked to its thread from here on
+// (the launch locks it for the container at step 7 anyway), and the runtime
+// never clones a new thread from a locked one (its template thread does
+// that), so no other thread can inherit the caller's fsuid.
 func asCaller(who caller, fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = failf(eInternal, "internal error while opening files as the caller: %v", r)
+		}
+	}()
 	if who.uid == 0 {
-		// Root's filesystem ids already are the caller's: no thread to
-		// start and throw away (~0.05 ms of every root launch).
-		defer func() {
-			if r := recover(); r != nil {
-				err = failf(eInternal, "internal error while opening files as the caller: %v", r)
-			}
-		}()
 		return fn()
 	}
-	done := make(chan error, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- failf(eInternal, "internal error while opening files as the caller: %v", r)
-			}
-		}()
-		runtime.LockOSThread()
-		unix.SetfsuidRetUid(who.uid)
-		if got, _ := unix.SetfsuidRetUid(who.uid); got != who.uid {
-			done <- failf(eInternal, "could not take the caller's filesystem uid")
-			return
+	runtime.LockOSThread()
+	own := unix.Geteuid() // 0 in a setuid launch; the caller in the unprivileged mode
+	defer func() {
+		unix.SetfsuidRetUid(own)
+		if got, _ := unix.SetfsuidRetUid(own); got != own {
+			// Nothing privileged may run on this thread again.
+			fatal(failf(eInternal, "could not take back the filesystem uid after opening files as the caller"), false)
 		}
-		err := fn()
-		unix.SetfsuidRetUid(0)
 		// Changing fsuid resets the process-wide dumpable flag (R6).
 		unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
-		done <- err
 	}()
-	return <-done
+	unix.SetfsuidRetUid(who.uid)
+	if got, _ := unix.SetfsuidRetUid(who.uid); got != who.uid {
+		return failf(eInternal, "could not take the caller's filesystem uid")
+	}
+	return fn()
 }
 
 // openImage opens IMAGE for reading. Magic links (/proc/self/fd/N) are
