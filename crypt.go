@@ -34,7 +34,8 @@ const (
 	maxKeyMessage    = 64 << 10 // an RSA-16384 message is about 3 KiB
 	maxRSAKeyDER     = 16 << 10 // an RSA-16384 PKCS#1 private key is about 9.4 KiB
 	minRSABits       = 2048
-	pemPassphraseLen = 64 // random LUKS passphrase of PEM-mode images
+	maxRSABits       = 16384 // key checks grow with the cube of the size: a crafted 32768-bit key took 13 s
+	pemPassphraseLen = 64    // random LUKS passphrase of PEM-mode images
 	memfdPlainName   = "minirun-plain"
 	oaepOverhead     = 2*sha256.Size + 2 // RSA-OAEP-SHA256 fits k − 66 bytes per block
 	allSeals         = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE | unix.F_SEAL_SEAL

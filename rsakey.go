@@ -3,14 +3,15 @@
 // net, ECDSA, Ed25519 and more into a setuid binary that needs none of them:
 // their package initialisation cost every launch about 0.1 ms, and the
 // binary 0.6 MiB. The checks are x509's (go1.26) or stricter: two primes
-// only, no trailing bytes, PKCS#8 version 0, and the key goes through
-// rsa.PrivateKey.Validate. The tests hold it to x509 on generated and fuzzed keys.
+// only, at most maxRSABits, no trailing bytes, PKCS#8 version 0, and the key
+// goes through rsa.PrivateKey.Validate. The tests hold it to x509 on generated and fuzzed keys.
 package main
 
 import (
 	"crypto/rsa"
 	"encoding/asn1"
 	"errors"
+	"fmt"
 	"math/big"
 )
 
@@ -79,6 +80,9 @@ func parsePKCS1PrivateKey(der []byte) (*rsa.PrivateKey, error) {
 		k.Dp != nil && k.Dp.Sign() <= 0, k.Dq != nil && k.Dq.Sign() <= 0, k.Qinv != nil && k.Qinv.Sign() <= 0:
 		return nil, errors.New("private key contains zero or negative value")
 	}
+	if k.N.BitLen() > maxRSABits {
+		return nil, fmt.Errorf("RSA keys over %d bits are not supported", maxRSABits)
+	}
 	key := &rsa.PrivateKey{
 		PublicKey: rsa.PublicKey{N: k.N, E: k.E},
 		D:         k.D,
@@ -120,6 +124,9 @@ func parsePKCS1PublicKey(der []byte) (*rsa.PublicKey, error) {
 	}
 	if k.E > 1<<31-1 {
 		return nil, errors.New("public key contains large public exponent")
+	}
+	if k.N.BitLen() > maxRSABits {
+		return nil, fmt.Errorf("RSA keys over %d bits are not supported", maxRSABits)
 	}
 	return &rsa.PublicKey{N: k.N, E: k.E}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/asn1"
 	"math/big"
 	"slices"
 	"strings"
@@ -66,6 +67,10 @@ func TestRSAKeyDER(t *testing.T) {
 		{"pkcs8 as pkcs1", "", errOf(parsePKCS1PrivateKey(pkcs8))},
 		{"public as private", "", errOf(parsePKCS1PrivateKey(pub1))},
 		{"wrong d", "", errOf(parsePKCS1PrivateKey(x509.MarshalPKCS1PrivateKey(&tamperedD)))},
+		// A crafted 32768-bit key (N = p·q of two odd randoms, no primes)
+		// kept the checks of rsa.Validate busy for 13 s: refused on its size.
+		{"32768-bit private", "bits", errOf(parsePKCS1PrivateKey(bigCraftedKey(32768)))},
+		{"32768-bit public", "bits", errOf(parsePKCS1PublicKey(x509.MarshalPKCS1PublicKey(&rsa.PublicKey{N: new(big.Int).Lsh(big.NewInt(1), 32767), E: 65537})))},
 	} {
 		if c.err == nil || !strings.Contains(c.err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error mentioning %q", c.name, c.err, c.want)
@@ -74,6 +79,22 @@ func TestRSAKeyDER(t *testing.T) {
 }
 
 func errOf[T any](_ T, err error) error { return err }
+
+// bigCraftedKey is PKCS#1 DER with N = p·q of two odd random bits/2-bit
+// numbers: it passes the cheap checks and reaches the expensive ones.
+func bigCraftedKey(bits int) []byte {
+	half := new(big.Int).Lsh(big.NewInt(1), uint(bits/2))
+	p, _ := rand.Int(rand.Reader, half)
+	q, _ := rand.Int(rand.Reader, half)
+	p.SetBit(p, bits/2-1, 1).SetBit(p, 0, 1)
+	q.SetBit(q, bits/2-1, 1).SetBit(q, 0, 1)
+	n := new(big.Int).Mul(p, q)
+	der, err := asn1.Marshal(pkcs1PrivateKey{N: n, E: 65537, D: new(big.Int).Rsh(n, 1), P: p, Q: q})
+	if err != nil {
+		panic(err)
+	}
+	return der
+}
 
 // FuzzRSAKeyDER holds the parsers to crypto/x509: whatever they accept, x509
 // accepts as the same key; whatever x509 accepts as a two-prime RSA key,
@@ -100,10 +121,10 @@ func FuzzRSAKeyDER(f *testing.F) {
 		same       func(a, b any) bool // ours, x509's
 		stricter   []string            // our deliberate refusals of what x509 takes
 	}{
-		{anyKey(parsePKCS1PrivateKey), anyKey(x509.ParsePKCS1PrivateKey), twoPrime, samePriv, []string{"trailing", "version"}},
-		{anyKey(parsePKCS8RSAPrivateKey), x509.ParsePKCS8PrivateKey, twoPrime, samePriv, []string{"trailing", "version"}},
-		{anyKey(parsePKCS1PublicKey), anyKey(x509.ParsePKCS1PublicKey), isPub, samePub, []string{"trailing"}},
-		{anyKey(parsePKIXRSAPublicKey), x509.ParsePKIXPublicKey, isPub, samePub, []string{"trailing"}},
+		{anyKey(parsePKCS1PrivateKey), anyKey(x509.ParsePKCS1PrivateKey), twoPrime, samePriv, []string{"trailing", "version", "bits"}},
+		{anyKey(parsePKCS8RSAPrivateKey), x509.ParsePKCS8PrivateKey, twoPrime, samePriv, []string{"trailing", "version", "bits"}},
+		{anyKey(parsePKCS1PublicKey), anyKey(x509.ParsePKCS1PublicKey), isPub, samePub, []string{"trailing", "bits"}},
+		{anyKey(parsePKIXRSAPublicKey), x509.ParsePKIXPublicKey, isPub, samePub, []string{"trailing", "bits"}},
 	}
 	f.Fuzz(func(t *testing.T, form uint8, der []byte) {
 		if len(der) > 16<<10 {
