@@ -134,6 +134,9 @@ func FuzzRSAKeyDER(f *testing.F) {
 		}
 		c := forms[int(form)%len(forms)]
 		ours, err := c.ours(der)
+		if err != nil && strings.Contains(err.Error(), "bits") {
+			return // x509 would spend seconds on the key we refuse for its size
+		}
 		theirs, xerr := c.x509(der)
 		usable := xerr == nil && c.usable(theirs)
 		if err == nil && (!usable || !c.same(ours, theirs)) {
