@@ -406,11 +406,38 @@ func probe(c *command) (int, string) {
 	return code, string(msg)
 }
 
-// pidInitResult is the RSS of what remains of minirun with --pid.
+// pidInitResult is the RSS of what remains of minirun with --pid: the
+// process the caller started (the waiting parent, outside the container)
+// and its child, PID 1 of the container.
 type pidInitResult struct {
 	cmd, comm, err           string
 	rssKiB, anonKiB, fileKiB int64
 	children                 int
+	child                    procRSS // the first child, when there is one
+}
+
+// procRSS is what /proc/PID/status says about one process's memory.
+type procRSS struct {
+	comm                     string
+	rssKiB, anonKiB, fileKiB int64
+}
+
+func readProcRSS(pid int) procRSS {
+	var r procRSS
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(status), "\n") {
+		for key, dst := range map[string]*int64{"VmRSS:": &r.rssKiB, "RssAnon:": &r.anonKiB, "RssFile:": &r.fileKiB} {
+			if v, ok := strings.CutPrefix(line, key); ok {
+				if f := strings.Fields(v); len(f) > 0 {
+					*dst, _ = strconv.ParseInt(f[0], 10, 64)
+				}
+			}
+		}
+		if v, ok := strings.CutPrefix(line, "Name:"); ok {
+			r.comm = strings.TrimSpace(v)
+		}
+	}
+	return r
 }
 
 // pidInitRSS starts `minirun exec [flag] IMAGE /bin/sleep 1` and looks at
@@ -431,21 +458,16 @@ func pidInitRSS(minirun, image string, who *account, flag string) pidInitResult 
 		return res
 	}
 	time.Sleep(400 * time.Millisecond)
-	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(status), "\n") {
-		for key, dst := range map[string]*int64{"VmRSS:": &res.rssKiB, "RssAnon:": &res.anonKiB, "RssFile:": &res.fileKiB} {
-			if v, ok := strings.CutPrefix(line, key); ok {
-				if f := strings.Fields(v); len(f) > 0 {
-					*dst, _ = strconv.ParseInt(f[0], 10, 64)
-				}
+	own := readProcRSS(pid)
+	res.comm, res.rssKiB, res.anonKiB, res.fileKiB = own.comm, own.rssKiB, own.anonKiB, own.fileKiB
+	if kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil {
+		f := strings.Fields(string(kids))
+		res.children = len(f)
+		if len(f) > 0 {
+			if child, err := strconv.Atoi(f[0]); err == nil {
+				res.child = readProcRSS(child)
 			}
 		}
-		if v, ok := strings.CutPrefix(line, "Name:"); ok {
-			res.comm = strings.TrimSpace(v)
-		}
-	}
-	if kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil {
-		res.children = len(strings.Fields(string(kids)))
 	}
 	var ws syscall.WaitStatus
 	syscall.Wait4(pid, &ws, 0, nil)
