@@ -99,8 +99,9 @@ func (a *advEnv) gapsAsUser(cmd *exec.Cmd) {
 }
 
 // gapsStart starts one minirun whose payload prints a line and then keeps
-// running; it returns once that line arrived. The caller kills and waits.
-func (a *advEnv) gapsStart(t *testing.T, o advRun, want string, args ...string) *exec.Cmd {
+// running; it returns once that line arrived, with what stdout said up to
+// it. The caller kills and waits.
+func (a *advEnv) gapsStart(t *testing.T, o advRun, want string, args ...string) (*exec.Cmd, string) {
 	t.Helper()
 	cmd := a.command(context.Background(), o, args...)
 	out, err := cmd.StdoutPipe()
@@ -119,7 +120,7 @@ func (a *advEnv) gapsStart(t *testing.T, o advRun, want string, args ...string) 
 		cmd.Wait()
 		t.Fatalf("minirun %q: the payload did not print %q: %v; stdout %q, stderr %q", advShort(args), want, err, line, stderr.String())
 	}
-	return cmd
+	return cmd, line
 }
 
 // gapsCapLines returns the five Cap* values of a status text, in a fixed order.
@@ -192,7 +193,7 @@ mount -t tmpfs x /home 2>&1 || echo mount-refused
 	a.sub(t, "host-side-ptrace-and-environ", func(t *testing.T) {
 		a.resetAdmin(t)
 		a.adminFile(t, "capability.toml", grant)
-		cmd := a.gapsStart(t, o, "up", "exec", "--add-caps", "CAP_NET_BIND_SERVICE", a.sifTool, "/bin/sh", "-c", "echo up; exec sleep 20")
+		cmd, _ := a.gapsStart(t, o, "up", "exec", "--add-caps", "CAP_NET_BIND_SERVICE", a.sifTool, "/bin/sh", "-c", "echo up; exec sleep 20")
 		defer func() { cmd.Process.Kill(); cmd.Wait() }()
 		pid := cmd.Process.Pid
 		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -808,7 +809,7 @@ func gapsTwoUsers(t *testing.T, a *advEnv, _ gapsEnc) {
 			}
 		}()
 		for range limit {
-			run := a.gapsStart(t, userA, "up", "exec", a.sqfs, "/bin/sh", "-c", "echo up; exec sleep 1")
+			run, _ := a.gapsStart(t, userA, "up", "exec", a.sqfs, "/bin/sh", "-c", "echo up; exec sleep 1")
 			runs = append(runs, run)
 			// The user opens the sleeping payload's mount namespace and keeps it.
 			hold := exec.Command("/bin/sh", "-c", fmt.Sprintf("exec 3</proc/%d/ns/mnt || exit 1; echo held; exec sleep 60", run.Process.Pid))

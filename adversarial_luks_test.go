@@ -1035,24 +1035,8 @@ func (x *advLUKS) testKeyMaterial(t *testing.T) {
 		a.adminFile(t, "minirun.toml", "encrypted_backend = \"memory\"\n")
 		loopsBefore := encMemfdLoops()
 		runStart := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		cmd := x.command(ctx, memory, "exec", x.good, "/bin/sh", "-c", "ls -a /dev; echo ---; ls /dev/mapper 2>&1; echo ready; exec sleep 20")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		advTrack(cmd.Process.Pid)
+		cmd, inside := x.gapsStart(t, memory, "ready", "exec", x.good, "/bin/sh", "-c", "ls -a /dev; echo ---; ls /dev/mapper 2>&1; echo ready; exec sleep 20")
 		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		inside, err := advLUKSReadUntil(out, "ready", 15*time.Second)
-		if err != nil {
-			t.Fatalf("payload did not start: %v; stdout %q, stderr %q", err, inside, stderr.String())
-		}
 
 		// Inside: /dev holds minirun's own nodes only, no loop or mapper node.
 		devList, mapper, _ := strings.Cut(inside, "---\n")
