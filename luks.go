@@ -1535,26 +1535,17 @@ func afDiffuse(h hash.Hash, buf []byte) {
 }
 
 // afDiffuseSHA256 is afDiffuse for SHA-256, the hash of nearly every volume:
-// sha256.Sum256 on a stack buffer avoids the hash.Hash round trips, which
-// cost more than the compressions themselves (4000 stripes per unlock).
-func afDiffuseSHA256(buf []byte) {
-	if sha256NI {
-		afDiffuseSHA256NI(buf)
-		return
-	}
-	afDiffuseSHA256Generic(buf)
-}
+// one block hash at a time without the hash.Hash round trips, which cost
+// more than the compressions themselves (4000 stripes per unlock).
+func afDiffuseSHA256(buf []byte) { afDiffuseWith(afHashSHA256, buf) }
 
-func afDiffuseSHA256Generic(buf []byte) {
-	var in [4 + sha256.Size]byte
+// afDiffuseWith applies hash to each 32-byte block of buf with its index.
+func afDiffuseWith(hash func(i uint32, b []byte), buf []byte) {
 	for i := uint32(0); len(buf) > 0; i++ {
-		n := copy(in[4:], buf)
-		binary.BigEndian.PutUint32(in[:4], i)
-		sum := sha256.Sum256(in[:4+n])
-		buf = buf[copy(buf[:n], sum[:n]):]
-		clear(sum[:])
+		n := min(sha256.Size, len(buf))
+		hash(i, buf[:n])
+		buf = buf[n:]
 	}
-	clear(in[:])
 }
 
 // afMerge recovers the key from anti-forensic material: d = 0; for each but
@@ -1610,12 +1601,18 @@ func afMergeSHA256Columns(material []byte, keySize, stripes int, out []byte) {
 	wg.Wait()
 }
 
-// afHashSHA256 replaces b (at most 32 bytes) by H(BE32(i) ‖ b), truncated.
+// afHashSHA256 replaces b (at most 32 bytes) by H(BE32(i) ‖ b), truncated,
+// on the SHA extensions where the CPU has them.
 func afHashSHA256(i uint32, b []byte) {
 	if sha256NI {
 		afHashSHA256NI(i, b)
 		return
 	}
+	afHashSHA256Generic(i, b)
+}
+
+// afHashSHA256Generic is afHashSHA256 through crypto/sha256.
+func afHashSHA256Generic(i uint32, b []byte) {
 	var in [4 + sha256.Size]byte
 	binary.BigEndian.PutUint32(in[:4], i)
 	n := copy(in[4:], b)

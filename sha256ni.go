@@ -108,15 +108,6 @@ func pbkdf2SHA256Block(inner, outer *[8]uint32, password, salt []byte, iteration
 	clear(t[:])
 }
 
-// afDiffuseSHA256NI is afDiffuseSHA256 on the compression.
-func afDiffuseSHA256NI(buf []byte) {
-	for i := uint32(0); len(buf) > 0; i++ {
-		n := min(sha256.Size, len(buf))
-		afHashSHA256NI(i, buf[:n])
-		buf = buf[n:]
-	}
-}
-
 // afHashSHA256NI replaces b (at most 32 bytes) by H(BE32(i) ‖ b), truncated
 // to len(b): the message and its padding fit one block.
 func afHashSHA256NI(i uint32, b []byte) {

@@ -88,7 +88,7 @@ func TestPBKDF2SHA256(t *testing.T) {
 	}
 }
 
-func TestAFDiffuseSHA256NI(t *testing.T) {
+func TestAFHashSHA256NI(t *testing.T) {
 	needSHANI(t)
 	r := rand.New(rand.NewPCG(5, 6))
 	for n := 1; n <= 200; n++ {
@@ -102,7 +102,7 @@ func TestAFDiffuseSHA256NI(t *testing.T) {
 			sum := sha256.Sum256(append(binary.BigEndian.AppendUint32(nil, uint32(i)), part...))
 			copy(part, sum[:])
 		}
-		afDiffuseSHA256NI(buf)
+		afDiffuseWith(afHashSHA256NI, buf)
 		if !bytes.Equal(buf, want) {
 			t.Fatalf("%d bytes: %x, want %x", n, buf, want)
 		}
@@ -131,7 +131,7 @@ func BenchmarkAFDiffuseSHA256(b *testing.B) {
 	b.Run("crypto-sha256", func(b *testing.B) {
 		for b.Loop() {
 			for range 4000 {
-				afDiffuseSHA256Generic(buf)
+				afDiffuseWith(afHashSHA256Generic, buf)
 			}
 		}
 	})
@@ -141,7 +141,7 @@ func BenchmarkAFDiffuseSHA256(b *testing.B) {
 		}
 		for b.Loop() {
 			for range 4000 {
-				afDiffuseSHA256NI(buf)
+				afDiffuseWith(afHashSHA256NI, buf)
 			}
 		}
 	})
@@ -163,7 +163,7 @@ func TestAFMergeSHA256Columns(t *testing.T) {
 				for i := range want {
 					want[i] ^= m[k*keySize+i]
 				}
-				afDiffuseSHA256Generic(want)
+				afDiffuseWith(afHashSHA256Generic, want)
 			}
 			for i := range want {
 				want[i] ^= m[(stripes-1)*keySize+i]
