@@ -393,17 +393,7 @@ func vmErrLine(stderr string) string {
 
 // vmWaitNoLoops waits until no loop device is attached (the autoclear after the last user).
 func vmWaitNoLoops(patience time.Duration) error {
-	deadline := time.Now().Add(patience)
-	for {
-		loops, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
-		if len(loops) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("loop devices still attached after %v: %v", patience, loops)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return vmWaitGone(patience, "/sys/block/loop*/loop/backing_file")
 }
 
 func vmGrant(caps string) error {

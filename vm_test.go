@@ -1220,15 +1220,15 @@ func vmSysfsDMName(dev uint64) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// vmWaitGone waits until none of the paths exists.
-func vmWaitGone(patience time.Duration, paths ...string) error {
+// vmWaitGone waits until nothing matches any of the patterns (plain paths
+// or globs): devices and nodes the kernel removes after their last user.
+func vmWaitGone(patience time.Duration, patterns ...string) error {
 	deadline := time.Now().Add(patience)
 	for {
 		var left []string
-		for _, p := range paths {
-			if _, err := os.Stat(p); err == nil {
-				left = append(left, p)
-			}
+		for _, p := range patterns {
+			m, _ := filepath.Glob(p)
+			left = append(left, m...)
 		}
 		if len(left) == 0 {
 			return nil
@@ -1236,22 +1236,12 @@ func vmWaitGone(patience time.Duration, paths ...string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("still present after %v: %v", patience, left)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
 func vmWaitNoDM(patience time.Duration) error {
-	deadline := time.Now().Add(patience)
-	for {
-		dms, _ := filepath.Glob("/sys/block/dm-*")
-		if len(dms) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("dm devices remain after %v: %v", patience, dms)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return vmWaitGone(patience, "/sys/block/dm-*")
 }
 
 // vmNoLeftovers: within patience, no dm device, no attached loop device, no minirun key.
