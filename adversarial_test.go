@@ -945,7 +945,7 @@ func advKlogBad() int {
 }
 
 // leftovers lists live processes started by this suite since tracked, or
-// running one of our setuid binaries (INV-4).
+// running one of our setuid binaries or the --pid reaper (INV-4).
 func (a *advEnv) leftovers(since int) []string {
 	advTracked.Lock()
 	groups := map[int]bool{}
@@ -975,7 +975,8 @@ func (a *advEnv) leftovers(since int) []string {
 		pgrp, _ := strconv.Atoi(f[2])
 		sid, _ := strconv.Atoi(f[3])
 		exe, _ := os.Readlink("/proc/" + e.Name() + "/exe")
-		if groups[pgrp] || groups[sid] || slices.Contains(a.bins, exe) {
+		// The reaper (reaper.go) is what remains of a --pid run.
+		if groups[pgrp] || groups[sid] || slices.Contains(a.bins, exe) || strings.HasPrefix(exe, "/memfd:minirun-init") {
 			out = append(out, fmt.Sprintf("pid %d (%s) pgrp %d: %s", pid, strings.TrimSpace(string(stat[:i+1])), pgrp, exe))
 		}
 	}

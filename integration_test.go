@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -1040,6 +1041,7 @@ func TestIntegrationNamespaces(t *testing.T) {
 					t.Errorf("--pid: payload killed by SIGTERM: want 143\n%v", r)
 				}
 			})
+			itSub(t, name+"/pid-reaper", func(t *testing.T) { itPidReaper(t, e, w, img.path) })
 			// A supplementary group without an /etc/group entry (an LDAP
 			// group on an HPC node) makes minirun ask getent; that must not
 			// disturb the new PID namespace. Only the user's groups are set here.
@@ -1471,5 +1473,70 @@ func TestIntegrationClosedStdio(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// itPidReaper checks what remains of minirun with --pid once the payload
+// runs: the init and the parent waiting for it are the reaper program
+// (reaper.go), a few KiB of RSS each, undumpable for the caller; the init
+// reaps orphans, and a SIGTERM sent to minirun reaches the payload.
+func itPidReaper(t *testing.T, e *itEnv, w itWho, img string) {
+	if reaperCode() == nil {
+		t.Skip("no reaper program for " + runtime.GOARCH + ": the init and its parent wait in Go")
+	}
+	out := e.ok(t, itRunOpts{as: w}, "exec", "--pid", img, "/bin/sh", "-c",
+		// The init hands over to the reaper right after starting us.
+		`i=0; until grep -q '^Threads:[[:space:]]*1$' /proc/1/status || [ $i = 300 ]; do i=$((i+1)); sleep 0.01; done
+		grep VmRSS /proc/1/status; stat -c %u /proc/1/environ; (true &); (true &); sleep 0.3; grep -l ') Z ' /proc/[0-9]*/stat | wc -l`)
+	f := strings.Fields(out)
+	if len(f) != 5 {
+		t.Fatalf("want VmRSS, the owner of /proc/1/environ and a zombie count; got %q", out)
+	}
+	if kib, _ := strconv.Atoi(f[1]); kib <= 0 || kib > 256 {
+		t.Errorf("the init's VmRSS is %s kB, want a few dozen at most", f[1])
+	}
+	if f[3] != "0" {
+		t.Errorf("/proc/1/environ is owned by %s: the init is dumpable for the caller", f[3])
+	}
+	if f[4] != "0" {
+		t.Errorf("%s zombies left 0.3 s after two orphans exited: the init does not reap them", f[4])
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := e.command(ctx, itRunOpts{as: w}, "exec", "--pid", img, "/bin/sh", "-c",
+		`trap "exit 42" TERM; echo ready; while :; do sleep 0.02; done`)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("payload said %q, %v", line, err)
+	}
+	proc := fmt.Sprintf("/proc/%d/", cmd.Process.Pid)
+	for i := 0; ; i++ {
+		if exe, _ := os.Readlink(proc + "exe"); strings.HasPrefix(exe, "/memfd:minirun-init") {
+			break
+		}
+		if i == 400 {
+			t.Fatal("minirun never became the reaper while its --pid payload ran")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	status, _ := os.ReadFile(proc + "status")
+	if kib := procStatusKiB(string(status), "VmRSS"); kib <= 0 || kib > 256 {
+		t.Errorf("the waiting parent's VmRSS is %d kB, want a few dozen at most", kib)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 42 {
+		t.Errorf("SIGTERM to minirun --pid: exit %d (%v), want 42 from the payload's trap", code, err)
 	}
 }

@@ -2,7 +2,8 @@
 // init. A new procfs must be mounted from inside the namespace, so the
 // init starts privileged, mounts /proc, pivots, drops on all of its
 // threads, then runs the payload, reaps every child and forwards signals
-// (security.md §3.4).
+// (security.md §3.4). Once the payload runs, the init and P0 waiting for
+// it become the reaper program (reaper.go) instead of two Go runtimes.
 package main
 
 import (
@@ -109,15 +110,10 @@ func launchWithInit(o *options, who caller, user account, cfg config, plan *laun
 		return err
 	}
 
+	// Still on this locked thread, the one that started the init: the
+	// init's parent-death signal belongs to it, and it survives execveat.
 	signal.Reset()
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwardedSignals...)
-	go func() {
-		for s := range sigs {
-			initProc.Signal(s)
-		}
-	}()
-	status := waitStatus(pid)
+	status := startForwarding().waitFor(pid, waitStatus, planFDs[1])
 	runtime.KeepAlive(planWrite)
 	os.Exit(status)
 	return nil
@@ -224,18 +220,18 @@ func runInit() {
 	restoreCallerLimits(p.Limits, p.Umask)
 	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwardedSignals...)
-	payload, err := os.StartProcess(path, p.Argv, &os.ProcAttr{Env: p.Env, Files: []*os.File{os.Stdin, os.Stdout, os.Stderr}})
+	fwd := startForwarding()
+	payload, err := fwd.startChild(func() (int, error) {
+		p, err := os.StartProcess(path, p.Argv, &os.ProcAttr{Env: p.Env, Files: []*os.File{os.Stdin, os.Stdout, os.Stderr}})
+		if err != nil {
+			return 0, err
+		}
+		return p.Pid, nil
+	})
 	if err != nil {
 		fatal(failf(eUsage, "execute %s in the container: %w", escapeText(p.Argv[0]), err), false)
 	}
-	go func() {
-		for s := range sigs {
-			payload.Signal(s)
-		}
-	}()
-	os.Exit(reapUntil(payload.Pid))
+	os.Exit(fwd.waitFor(payload, reapUntil))
 }
 
 // parentAlive reports whether P0 still holds the write end of the plan
