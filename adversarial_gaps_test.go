@@ -603,7 +603,7 @@ func gapsKillSchedule(t *testing.T, a *advEnv, enc gapsEnc) {
 func (a *advEnv) gapsFindInit(p0 int, d time.Duration) int {
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(200 * time.Microsecond) {
 		for _, c := range advChildren(p0) {
-			if slices.Contains(a.bins, advExe(c)) {
+			if a.isMinirun(advExe(c)) {
 				return c
 			}
 		}

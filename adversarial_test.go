@@ -944,6 +944,12 @@ func advKlogBad() int {
 	return len(advKlogRE.FindAllIndex(buf[:n], -1))
 }
 
+// isMinirun says whether exe is one of our binaries or the reaper that a
+// --pid init and its waiting parent become once the payload runs (reaper.go).
+func (a *advEnv) isMinirun(exe string) bool {
+	return slices.Contains(a.bins, exe) || strings.HasPrefix(exe, "/memfd:minirun-init")
+}
+
 // leftovers lists live processes started by this suite since tracked, or
 // running one of our setuid binaries or the --pid reaper (INV-4).
 func (a *advEnv) leftovers(since int) []string {
@@ -975,8 +981,7 @@ func (a *advEnv) leftovers(since int) []string {
 		pgrp, _ := strconv.Atoi(f[2])
 		sid, _ := strconv.Atoi(f[3])
 		exe, _ := os.Readlink("/proc/" + e.Name() + "/exe")
-		// The reaper (reaper.go) is what remains of a --pid run.
-		if groups[pgrp] || groups[sid] || slices.Contains(a.bins, exe) || strings.HasPrefix(exe, "/memfd:minirun-init") {
+		if groups[pgrp] || groups[sid] || a.isMinirun(exe) {
 			out = append(out, fmt.Sprintf("pid %d (%s) pgrp %d: %s", pid, strings.TrimSpace(string(stat[:i+1])), pgrp, exe))
 		}
 	}
@@ -1780,10 +1785,12 @@ func TestAdversarialPtrace(t *testing.T) {
 		pid := cmd.Process.Pid
 		procs := append([]int{pid}, advChildren(pid)...)
 		uid := strconv.Itoa(int(a.user.uid))
+		checked := 0
 		for _, p := range procs {
-			if !slices.Contains(a.bins, advExe(p)) {
+			if !a.isMinirun(advExe(p)) {
 				continue
 			}
+			checked++
 			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
 			if v := advStatusField(string(status), "Uid"); v != strings.Repeat(uid+" ", 3)+uid {
 				t.Errorf("minirun process %d while the payload runs: Uid %s, want the caller's in all four", p, v)
@@ -1804,6 +1811,9 @@ func TestAdversarialPtrace(t *testing.T) {
 					t.Errorf("minirun process %d (non-dumpable after the drop): %s", p, line)
 				}
 			}
+		}
+		if checked != 2 {
+			t.Errorf("checked %d minirun processes among %v, want P0 and the init", checked, procs)
 		}
 	})
 	// The catalogue's race tests run at least 1000 iterations, under each

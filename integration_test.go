@@ -1018,7 +1018,7 @@ func TestIntegrationNamespaces(t *testing.T) {
 			}
 			itSub(t, name+"/pid", func(t *testing.T) {
 				r := e.run(t, itRunOpts{as: w}, "exec", "--pid", img.path, "/bin/sh", "-c",
-					`echo $$; tr '\0' ' ' </proc/1/cmdline; echo; ls /proc | grep -c '^[0-9]'; cat /proc/1/comm; exit 3`)
+					itWaitReaper+`echo $$; tr '\0' ' ' </proc/1/cmdline; echo; ls /proc | grep -c '^[0-9]'; cat /proc/1/comm; exit 3`)
 				lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 				if r.code != 3 || len(lines) != 4 {
 					t.Fatalf("--pid: want exit 3 passed through and four lines\n%v", r)
@@ -1476,6 +1476,11 @@ func TestIntegrationClosedStdio(t *testing.T) {
 	}
 }
 
+// itWaitReaper, at the start of a --pid payload's script, waits (3 s at
+// most) for the init to hand over to the reaper, which it does right after
+// starting the payload: PID 1 is then single-threaded.
+const itWaitReaper = `i=0; until grep -q '^Threads:[[:space:]]*1$' /proc/1/status || [ $i = 300 ]; do i=$((i+1)); sleep 0.01; done; `
+
 // itPidReaper checks what remains of minirun with --pid once the payload
 // runs: the init and the parent waiting for it are the reaper program
 // (reaper.go), a few KiB of RSS each, undumpable for the caller; the init
@@ -1485,9 +1490,7 @@ func itPidReaper(t *testing.T, e *itEnv, w itWho, img string) {
 		t.Skip("no reaper program for " + runtime.GOARCH + ": the init and its parent wait in Go")
 	}
 	out := e.ok(t, itRunOpts{as: w}, "exec", "--pid", img, "/bin/sh", "-c",
-		// The init hands over to the reaper right after starting us.
-		`i=0; until grep -q '^Threads:[[:space:]]*1$' /proc/1/status || [ $i = 300 ]; do i=$((i+1)); sleep 0.01; done
-		grep VmRSS /proc/1/status; stat -c %u /proc/1/environ; (true &); (true &); sleep 0.3; grep -l ') Z ' /proc/[0-9]*/stat | wc -l`)
+		itWaitReaper+`grep VmRSS /proc/1/status; stat -c %u /proc/1/environ; (true &); (true &); sleep 0.3; grep -l ') Z ' /proc/[0-9]*/stat | wc -l`)
 	f := strings.Fields(out)
 	if len(f) != 5 {
 		t.Fatalf("want VmRSS, the owner of /proc/1/environ and a zombie count; got %q", out)

@@ -117,9 +117,15 @@ type forwarder struct {
 // The child must be started on another thread (startChild): Go's fork
 // unblocks signals on the thread it forks from.
 func startForwarding() *forwarder {
+	return startForwardingTo(reaperMemfd())
+}
+
+// startForwardingTo is startForwarding with the reaper executable in fd,
+// unless err.
+func startForwardingTo(fd int, err error) *forwarder {
 	runtime.LockOSThread()
 	f := &forwarder{memfd: -1}
-	if fd, err := reaperMemfd(); err == nil {
+	if err == nil {
 		set := forwardedSignalSet()
 		unix.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_BLOCK, uintptr(unsafe.Pointer(&set)), 0, 8, 0, 0)
 		if saved, err := catchSignals(set, unix.Gettid()); err == nil {
@@ -189,8 +195,10 @@ func (f *forwarder) becomeReaper(target int, keep []int) {
 	}
 	unix.Close(f.memfd)
 	f.memfd = -1
-	f.saved.restore()
+	// os/signal first, so that Go's handlers deliver to it from the moment
+	// they are back; then the signals held on this thread reach them too.
 	f.notify()
+	f.saved.restore()
 	set := forwardedSignalSet()
 	unix.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_UNBLOCK, uintptr(unsafe.Pointer(&set)), 0, 8, 0, 0)
 }

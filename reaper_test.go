@@ -43,10 +43,26 @@ func TestReaperExecutable(t *testing.T) {
 }
 
 // reaperTestChild is the test binary in the role of a process about to
-// become the reaper: it starts `sh -c SCRIPT` and hands over to the reaper
-// as the init and P0 do. Exit 99 means the reaper did not run.
-func reaperTestChild(script string) {
-	fwd := startForwarding()
+// become the reaper: it starts `sh -c SCRIPT` and hands over as the init
+// and P0 do. In mode "reaper", exit 99 means the reaper did not run; in
+// "no-memfd" and "bad-exec" the handover fails (no executable, or one the
+// kernel refuses) and the child's status comes from the Go fallback.
+func reaperTestChild(script, mode string) {
+	var fwd *forwarder
+	wait := func(int) int { return 99 }
+	switch mode {
+	case "reaper":
+		fwd = startForwarding()
+	case "no-memfd":
+		fwd, wait = startForwardingTo(-1, unix.ENOSYS), waitStatus
+	case "bad-exec":
+		fd, err := unix.MemfdCreate("not-elf", unix.MFD_CLOEXEC)
+		if err == nil {
+			unix.Write(fd, []byte("not an executable\n"))
+			unix.Fchmod(fd, 0111)
+		}
+		fwd, wait = startForwardingTo(fd, err), waitStatus
+	}
 	pid, err := fwd.startChild(func() (int, error) {
 		return syscall.ForkExec("/bin/sh", []string{"sh", "-c", script}, &syscall.ProcAttr{
 			Env: os.Environ(), Files: []uintptr{0, 1, 2}})
@@ -55,66 +71,53 @@ func reaperTestChild(script string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(98)
 	}
-	os.Exit(fwd.waitFor(pid, func(int) int { return 99 }))
+	os.Exit(fwd.waitFor(pid, wait))
 }
 
-// TestReaper runs the reaper program for real: exit codes and deaths by
-// signal come back as a shell shows them, each forwarded signal reaches
-// the child, and what runs is small, and named (integration_test.go checks it is undumpable
-// for the caller).
-func TestReaper(t *testing.T) {
-	if script := os.Getenv(reaperTestEnv); script != "" {
-		reaperTestChild(script)
+// startReaperChild runs reaperTestChild(script, mode) in a new test process.
+func startReaperChild(t *testing.T, script, mode string) (*exec.Cmd, *bufio.Reader) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestReaper$")
+	cmd.Env = append(os.Environ(), reaperTestEnv+"="+script, reaperTestEnv+"_MODE="+mode)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if reaperCode() == nil {
-		t.Skip("no reaper program for this architecture: the init waits in Go")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
-	start := func(t *testing.T, script string) (*exec.Cmd, *bufio.Reader) {
-		t.Helper()
-		cmd := exec.Command(os.Args[0], "-test.run=^TestReaper$")
-		cmd.Env = append(os.Environ(), reaperTestEnv+"="+script)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		return cmd, bufio.NewReader(out)
-	}
-	exitCode := func(t *testing.T, cmd *exec.Cmd) int {
-		t.Helper()
-		err := cmd.Wait()
-		var ee *exec.ExitError
-		if err != nil && !errors.As(err, &ee) {
-			t.Fatal(err)
-		}
-		if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() {
-			t.Fatalf("the reaper itself died of %v", ws.Signal())
-		}
-		return cmd.ProcessState.ExitCode()
-	}
-	// ready waits for the child's line; becameReaper then waits for the
-	// test binary to be the reaper.
-	ready := func(t *testing.T, out *bufio.Reader) {
-		t.Helper()
-		if line, err := out.ReadString('\n'); line != "ready\n" {
-			t.Fatalf("child said %q, %v", line, err)
-		}
-	}
-	becameReaper := func(t *testing.T, cmd *exec.Cmd) {
-		t.Helper()
-		for i := 0; i < 200; i++ {
-			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)); strings.HasPrefix(exe, "/memfd:minirun-init") {
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		t.Fatal("the test binary never became the reaper")
-	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, bufio.NewReader(out)
+}
 
+// reaperChildExit waits for the child and returns its exit code.
+func reaperChildExit(t *testing.T, cmd *exec.Cmd) int {
+	t.Helper()
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() {
+		t.Fatalf("the forwarding process itself died of %v", ws.Signal())
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+// reaperChildReady waits for the child's "ready" line.
+func reaperChildReady(t *testing.T, out *bufio.Reader) {
+	t.Helper()
+	if line, err := out.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("child said %q, %v", line, err)
+	}
+}
+
+// testForwarding checks, in mode, that exit codes and deaths by signal come
+// back as a shell shows them and that each forwarded signal reaches the
+// child, sent as soon as the child can take it, while the handover may
+// still be under way: none may be lost.
+func testForwarding(t *testing.T, mode string) {
 	for _, tc := range []struct {
 		script string
 		want   int
@@ -126,37 +129,54 @@ func TestReaper(t *testing.T) {
 		{"sleep 0.2; exit 3", 3},
 	} {
 		t.Run(strings.ReplaceAll(tc.script, " ", "_"), func(t *testing.T) {
-			cmd, _ := start(t, tc.script)
-			if got := exitCode(t, cmd); got != tc.want {
+			cmd, _ := startReaperChild(t, tc.script, mode)
+			if got := reaperChildExit(t, cmd); got != tc.want {
 				t.Fatalf("exit %d, want %d", got, tc.want)
 			}
 		})
 	}
-
-	// Each signal is sent as soon as the child can take it, while the
-	// handover to the reaper may still be under way: none may be lost.
 	for _, s := range forwardedSignals {
 		sig := s.(syscall.Signal)
 		name := strings.TrimPrefix(unix.SignalName(sig), "SIG")
 		t.Run("forward-"+name, func(t *testing.T) {
 			for round := 0; round < 5; round++ {
-				cmd, out := start(t, "trap 'exit 42' "+name+"; echo ready; while :; do sleep 0.02; done")
-				ready(t, out)
+				cmd, out := startReaperChild(t, "trap 'exit 42' "+name+"; echo ready; while :; do sleep 0.02; done", mode)
+				reaperChildReady(t, out)
 				if err := cmd.Process.Signal(sig); err != nil {
 					t.Fatal(err)
 				}
-				if got := exitCode(t, cmd); got != 42 {
+				if got := reaperChildExit(t, cmd); got != 42 {
 					t.Fatalf("round %d: after %v the child exited %d, want 42 (its trap)", round, sig, got)
 				}
 			}
 		})
 	}
+}
 
+// TestReaper runs the reaper program for real: testForwarding, and what
+// runs is small and named (integration_test.go checks it is undumpable for
+// the caller).
+func TestReaper(t *testing.T) {
+	if script := os.Getenv(reaperTestEnv); script != "" {
+		reaperTestChild(script, os.Getenv(reaperTestEnv+"_MODE"))
+	}
+	if reaperCode() == nil {
+		t.Skip("no reaper program for this architecture: the init waits in Go")
+	}
+	testForwarding(t, "reaper")
 	t.Run("process", func(t *testing.T) {
-		cmd, out := start(t, "echo ready; exec sleep 10")
-		ready(t, out)
-		becameReaper(t, cmd)
+		cmd, out := startReaperChild(t, "echo ready; exec sleep 10", "reaper")
+		reaperChildReady(t, out)
 		pid := cmd.Process.Pid
+		for i := 0; ; i++ {
+			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); strings.HasPrefix(exe, "/memfd:minirun-init") {
+				break
+			}
+			if i == 200 {
+				t.Fatal("the test binary never became the reaper")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 		if string(comm) != "minirun-init\n" {
 			t.Errorf("comm %q, want minirun-init", comm)
@@ -172,10 +192,30 @@ func TestReaper(t *testing.T) {
 			t.Errorf("%d threads, want 1", threads)
 		}
 		cmd.Process.Signal(syscall.SIGTERM)
-		if got := exitCode(t, cmd); got != 128+15 {
+		if got := reaperChildExit(t, cmd); got != 128+15 {
 			t.Errorf("sleep killed by a forwarded SIGTERM: exit %d, want 143", got)
 		}
 	})
+}
+
+// TestReaperFallback: where the reaper cannot run (no executable memfd, an
+// architecture without it) or the kernel refuses it at execveat, the
+// process forwards and waits in Go, and no signal is lost in the switch
+// back.
+func TestReaperFallback(t *testing.T) {
+	for _, mode := range []string{"no-memfd", "bad-exec"} {
+		t.Run(mode, func(t *testing.T) {
+			testForwarding(t, mode)
+			cmd, out := startReaperChild(t, "echo ready; sleep 0.3; exit 5", mode)
+			reaperChildReady(t, out)
+			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)); strings.Contains(exe, "memfd") {
+				t.Errorf("%s: the process runs %s", mode, exe)
+			}
+			if got := reaperChildExit(t, cmd); got != 5 {
+				t.Errorf("%s: exit %d, want 5", mode, got)
+			}
+		})
+	}
 }
 
 // procStatusKiB returns the number after key: in /proc/PID/status.

@@ -472,11 +472,17 @@ func vmProcs() map[int][2]string {
 	return procs
 }
 
-// vmMinirunProcs lists the processes running the minirun binary.
+// vmIsMinirun says whether exe is minirun's: the binary, or the reaper a
+// --pid init and its parent become once the payload runs (reaper.go).
+func vmIsMinirun(exe string) bool {
+	return exe == vmMinirunExe || strings.HasPrefix(exe, "/memfd:minirun-init")
+}
+
+// vmMinirunProcs lists the processes running minirun (vmIsMinirun).
 func vmMinirunProcs() []int {
 	var pids []int
 	for pid, p := range vmProcs() {
-		if p[1] == vmMinirunExe {
+		if vmIsMinirun(p[1]) {
 			pids = append(pids, pid)
 		}
 	}
@@ -888,7 +894,7 @@ func vmScanMain() int {
 
 // --- guest: E9 ----------------------------------------------------------------------------------
 
-// e9Cases: with a uid 1000 `--pid` run alive (P0 and its init run the minirun binary), attackers
+// e9Cases: with a uid 1000 `--pid` run alive (P0 and its init, minirun or the reaper), attackers
 // as uid 1000 try to open the binary for writing through /proc/<pid>/exe (directly and via an
 // O_PATH fd reopened through /proc/self/fd), through /proc/<pid>/root, and with busybox through
 // /proc/1/exe: from the host side, and from containers in default and --pid mode under grants of
@@ -920,12 +926,13 @@ func (a *vmAdv) e9Cases() {
 			victimGone = true
 			return err
 		}
-		// Wait for the payload: a sleep whose parent is P0's child running minirun (the init).
+		// Wait for the payload: a sleep whose parent is P0's child running minirun (the init,
+		// or the reaper it becomes).
 		deadline := time.Now().Add(30 * time.Second)
 		for initPid == 0 {
 			procs := vmProcs()
 			for pid, p := range procs {
-				if ppid, _ := strconv.Atoi(p[0]); ppid == victim.Process.Pid && p[1] == vmMinirunExe {
+				if ppid, _ := strconv.Atoi(p[0]); ppid == victim.Process.Pid && vmIsMinirun(p[1]) {
 					for _, c := range procs {
 						if c[0] == strconv.Itoa(pid) && strings.HasSuffix(c[1], "busybox") {
 							initPid = pid
@@ -1113,8 +1120,10 @@ func vmExeAttack(mode string) int {
 		try(exe+" O_WRONLY", openW(exe, unix.O_WRONLY))
 		try(exe+" O_RDWR", openW(exe, unix.O_RDWR))
 		if fd, err := unix.Open(exe, unix.O_PATH|unix.O_CLOEXEC, 0); err == nil {
+			// minirun's binary, or the sealed memfd of the reaper a --pid run becomes.
 			var st unix.Stat_t
-			if unix.Fstat(fd, &st) == nil && st.Dev == dev && st.Ino == ino {
+			target, _ := os.Readlink(exe)
+			if unix.Fstat(fd, &st) == nil && (st.Dev == dev && st.Ino == ino || vmIsMinirun(target)) {
 				reached = append(reached, pid)
 				re := fmt.Sprintf("/proc/self/fd/%d", fd)
 				try(exe+" O_PATH reopened O_WRONLY", openW(re, unix.O_WRONLY))
