@@ -457,19 +457,34 @@ type keyRequest struct {
 	pemPath string
 	prompt  bool
 	env     []string
+	// memory says the memory backend will take the plaintext, within
+	// these limits: its memory is then made and filled with the
+	// ciphertext while the PEM key is worked out (readCiphertextAhead).
+	memory *memoryLimits
+}
+
+// memoryLimits is what the memory backend checks before it allocates.
+type memoryLimits struct {
+	uid    int
+	maxMiB int64
+	loops  loopLimits
 }
 
 // unlockedImage is an encrypted root filesystem whose volume key is known.
 type unlockedImage struct {
-	vol  *luksVolume
-	key  *volumeKey
-	name string
+	vol   *luksVolume
+	key   *volumeKey
+	name  string
+	ahead *ciphertextAhead // the memory backend's memory, read ahead
 }
 
-// wipe zeroes the volume key; safe on nil and twice.
+// wipe zeroes the volume key and frees memory read ahead; safe on nil and
+// twice.
 func (u *unlockedImage) wipe() {
 	if u != nil {
 		u.key.wipe()
+		u.ahead.release()
+		u.ahead = nil
 	}
 }
 
@@ -501,19 +516,27 @@ func unlockRootfs(image *os.File, name string, rootfs imageRootfs, req keyReques
 	if !found {
 		return nil, failf(eUsage, "image %s is encrypted: use --passphrase or --pem-path (or MINIRUN_ENCRYPTION_PASSPHRASE / MINIRUN_ENCRYPTION_PEM_PATH)", escapeText(name))
 	}
+	u := &unlockedImage{vol: vol, name: name}
+	// RSA-OAEP keeps this core busy for about 2 ms: the other one makes the
+	// plaintext memory meanwhile (page allocation is most of its cost).
+	if src.pemPath != "" && req.memory != nil {
+		u.ahead = readCiphertextAhead(vol, name, *req.memory)
+	}
 	pass, err := luksPassphraseFrom(src, image, name, rootfs, who)
 	if err != nil {
+		u.wipe()
 		return nil, err
 	}
 	defer pass.wipe()
 	if len(pass.bytes()) == 0 {
+		u.wipe()
 		return nil, failf(eAuth, "image %s: wrong passphrase or key (the passphrase is empty)", escapeText(name))
 	}
-	key, err := vol.unlock(pass.bytes())
-	if err != nil {
+	if u.key, err = vol.unlock(pass.bytes()); err != nil {
+		u.wipe()
 		return nil, inImage(err, name)
 	}
-	return &unlockedImage{vol: vol, key: key, name: name}, nil
+	return u, nil
 }
 
 // luksPassphraseFrom turns a key source into the LUKS passphrase, in locked memory.
@@ -621,38 +644,31 @@ func attachEncrypted(image *os.File, rootfs imageRootfs, u *unlockedImage, uid i
 func attachMemoryBackend(u *unlockedImage, uid int, maxMiB int64, lim loopLimits) (*os.File, error) {
 	n := escapeText(u.name)
 	size := u.vol.dataLength
-	if size <= 0 {
-		return nil, failf(eImage, "image %s: the encrypted partition holds no data", n)
-	}
-	availKiB, _ := luksMeminfoKiB("MemAvailable")
-	if maxMiB < 0 || size > maxMiB<<20 || (availKiB != 0 && uint64(size) > availKiB*1024) {
-		return nil, failf(eResource, "image %s: encrypted image needs %d MiB of RAM for the memory backend (limit %d MiB, memory_backend_max_mib; %d MiB available); use a kernel with dm-crypt or raise the limit",
-			n, (size+1<<20-1)>>20, maxMiB, availKiB>>10)
-	}
-	if err := checkSwapForPlaintext(); err != nil {
+	if err := checkMemoryBackend(u.vol, u.name, memoryLimits{uid: uid, maxMiB: maxMiB, loops: lim}); err != nil {
 		return nil, err
 	}
-	// A full loop quota is known before any work is done.
-	if err := lim.check(uid, 0); err != nil {
-		return nil, err
+	var (
+		mem   *os.File
+		plain []byte
+		err   error
+		dst   io.WriterAt
+	)
+	if ahead := u.ahead; ahead != nil {
+		u.ahead = nil
+		if err := ahead.wait(); err != nil {
+			ahead.release()
+			return nil, inImage(err, u.name)
+		}
+		mem, plain, dst = ahead.mem, ahead.mapped, loadedCiphertext(ahead.mapped)
+	} else {
+		if mem, plain, err = plaintextMemory(size, n); err != nil {
+			return nil, err
+		}
+		dst = mappedPlain(plain)
 	}
-	fd, err := unix.MemfdCreate(memfdPlainName, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		return nil, failf(eSystem, "create memory for the plaintext of %s: %w", n, err)
-	}
-	mem := os.NewFile(uintptr(fd), "/memfd:"+memfdPlainName)
 	defer mem.Close() // the loop device keeps its own reference
-	if err := unix.Ftruncate(fd, size); err != nil {
-		return nil, failf(eResource, "size memory for the plaintext of %s (%d MiB): %w", n, size>>20, err)
-	}
-	// Decrypted in place in a shared mapping of the memfd; the mapping goes
-	// before the seals, which a writable mapping would refuse.
-	plain, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, failf(eResource, "map memory for the plaintext of %s (%d MiB): %w", n, size>>20, err)
-	}
-	err = u.vol.decryptTo(mappedPlain(plain), u.key, nil)
-	unix.Munmap(plain)
+	err = u.vol.decryptTo(dst, u.key, nil)
+	unix.Munmap(plain) // before the seals, which a writable mapping would refuse
 	if err != nil {
 		return nil, inImage(err, u.name)
 	}
@@ -673,6 +689,89 @@ func attachMemoryBackend(u *unlockedImage, uid int, maxMiB int64, lim loopLimits
 		blockSize = 0
 	}
 	return attachLoopBlocksWithin(mem, 0, size, uid, blockSize, lim)
+}
+
+// checkMemoryBackend refuses, before anything is allocated, a plaintext
+// larger than the admin's limit or the memory available, a swap area that
+// could write it to disk, and a full loop quota.
+func checkMemoryBackend(vol *luksVolume, name string, l memoryLimits) error {
+	n := escapeText(name)
+	size := vol.dataLength
+	if size <= 0 {
+		return failf(eImage, "image %s: the encrypted partition holds no data", n)
+	}
+	availKiB, _ := luksMeminfoKiB("MemAvailable")
+	if l.maxMiB < 0 || size > l.maxMiB<<20 || (availKiB != 0 && uint64(size) > availKiB*1024) {
+		return failf(eResource, "image %s: encrypted image needs %d MiB of RAM for the memory backend (limit %d MiB, memory_backend_max_mib; %d MiB available); use a kernel with dm-crypt or raise the limit",
+			n, (size+1<<20-1)>>20, l.maxMiB, availKiB>>10)
+	}
+	if err := checkSwapForPlaintext(); err != nil {
+		return err
+	}
+	return l.loops.check(l.uid, 0)
+}
+
+// plaintextMemory makes the memfd for size bytes of plaintext and a shared,
+// writable mapping of it, where the data is decrypted in place.
+func plaintextMemory(size int64, n string) (*os.File, []byte, error) {
+	fd, err := unix.MemfdCreate(memfdPlainName, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, nil, failf(eSystem, "create memory for the plaintext of %s: %w", n, err)
+	}
+	mem := os.NewFile(uintptr(fd), "/memfd:"+memfdPlainName)
+	if err := unix.Ftruncate(fd, size); err != nil {
+		mem.Close()
+		return nil, nil, failf(eResource, "size memory for the plaintext of %s (%d MiB): %w", n, size>>20, err)
+	}
+	plain, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		mem.Close()
+		return nil, nil, failf(eResource, "map memory for the plaintext of %s (%d MiB): %w", n, size>>20, err)
+	}
+	return mem, plain, nil
+}
+
+// ciphertextAhead is the memory backend's memfd, filled with the encrypted
+// data by a goroutine while the key is still being worked out.
+type ciphertextAhead struct {
+	mem    *os.File
+	mapped []byte
+	read   chan error
+	err    error
+	waited bool
+}
+
+// readCiphertextAhead starts reading vol's encrypted data into the memory
+// backend's memfd, if the memory backend's checks pass (else
+// attachMemoryBackend reports them in their turn).
+func readCiphertextAhead(vol *luksVolume, name string, l memoryLimits) *ciphertextAhead {
+	if checkMemoryBackend(vol, name, l) != nil {
+		return nil
+	}
+	mem, mapped, err := plaintextMemory(vol.dataLength, escapeText(name))
+	if err != nil {
+		return nil
+	}
+	a := &ciphertextAhead{mem: mem, mapped: mapped, read: make(chan error, 1)}
+	go func() { a.read <- luksReadAt(vol.r, mapped, vol.dataOffset, "encrypted data") }()
+	return a
+}
+
+// wait returns the read's result once it is done.
+func (a *ciphertextAhead) wait() error {
+	if !a.waited {
+		a.err, a.waited = <-a.read, true
+	}
+	return a.err
+}
+
+// release frees the memory, once the read no longer writes to it; safe on nil.
+func (a *ciphertextAhead) release() {
+	if a != nil {
+		a.wait()
+		unix.Munmap(a.mapped)
+		a.mem.Close()
+	}
 }
 
 // checkSwapForPlaintext refuses the memory backend while a swap area could

@@ -882,3 +882,89 @@ func FuzzRSAKeyPEM(f *testing.F) {
 		}
 	})
 }
+
+// TestMemoryBackendReadAhead: with a PEM key and the memory backend, the
+// ciphertext is read into the plaintext memory while the key is worked out;
+// the device then reads back the squashfs. Without a PEM key, or when the
+// memory backend's limits refuse, nothing is read ahead; a wrong key frees
+// what was.
+func TestMemoryBackendReadAhead(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("attaches loop devices: needs root (CI runs as root)")
+	}
+	dir := t.TempDir()
+	sq, plain := ctSquashfs(t)
+	k := ctRSAKey(t, 2048)
+	pubFile := ctWrite(t, filepath.Join(dir, "pub.pem"), ctPEM("RSA PUBLIC KEY", x509.MarshalPKCS1PublicKey(&k.PublicKey), nil), 0o644)
+	privFile := ctWrite(t, filepath.Join(dir, "priv.pem"), ctPEM("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(k), nil), 0o600)
+	otherKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	otherFile := ctWrite(t, filepath.Join(dir, "other.pem"), ctPEM("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(otherKey), nil), 0o600)
+	img := ctBuild(t, filepath.Join(dir, "pem.sif"), sq, func(o *buildOptions) { o.pemPath = pubFile })
+	memfds := func() int {
+		n := 0
+		fds, _ := os.ReadDir("/proc/self/fd")
+		for _, fd := range fds {
+			if l, _ := os.Readlink("/proc/self/fd/" + fd.Name()); strings.HasPrefix(l, "/memfd:"+memfdPlainName) {
+				n++
+			}
+		}
+		return n
+	}
+	unlock := func(req keyRequest) (*unlockedImage, error) {
+		f, r := ctRootfs(t, img)
+		return unlockRootfs(f, img, r, req, caller{}, ctConfig(), true)
+	}
+	limits := &memoryLimits{maxMiB: 4096, loops: noLoopLimits}
+
+	before := memfds()
+	u, err := unlock(keyRequest{pemPath: privFile, memory: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.ahead == nil {
+		t.Fatal("PEM key and the memory backend: nothing was read ahead")
+	}
+	dev, err := attachMemoryBackend(u, 0, 4096, noLoopLimits)
+	u.wipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(dev)
+	dev.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < len(plain) || !bytes.Equal(got[:len(plain)], plain) {
+		t.Fatalf("the device read ahead reads %d bytes that are not the squashfs (%d bytes)", len(got), len(plain))
+	}
+	if n := memfds(); n != before {
+		t.Errorf("%d plaintext memfds open after the attach, %d before", n, before)
+	}
+
+	for _, tc := range []struct {
+		name string
+		req  keyRequest
+	}{
+		{"no memory backend", keyRequest{pemPath: privFile}},
+		{"over memory_backend_max_mib", keyRequest{pemPath: privFile, memory: &memoryLimits{maxMiB: 0, loops: noLoopLimits}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := unlock(tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer u.wipe()
+			if u.ahead != nil {
+				t.Error("read ahead anyway")
+			}
+		})
+	}
+	t.Run("wrong key frees it", func(t *testing.T) {
+		if _, err := unlock(keyRequest{pemPath: otherFile, memory: limits}); err == nil {
+			t.Fatal("the other key unlocked the image")
+		}
+		if n := memfds(); n != before {
+			t.Errorf("%d plaintext memfds open after a wrong key, %d before", n, before)
+		}
+	})
+}

@@ -87,8 +87,8 @@ func launch(o *options) error {
 	// An encrypted image is unlocked now, before any device or lock exists:
 	// the passphrase prompt waits here and every KDF runs here, within the
 	// admin's caps (R10). Only the volume key is kept, in locked memory.
-	secret, err := unlockRootfs(plan.image, o.image, rootfs,
-		keyRequest{pemPath: o.pemPath, prompt: o.passphrase, env: plan.callerEnv}, who, cfg, o.quiet)
+	secret, err := unlockRootfs(plan.image, o.image, rootfs, keyRequest{pemPath: o.pemPath, prompt: o.passphrase,
+		env: plan.callerEnv, memory: plan.memoryBackendLimits(rootfs, who, cfg)}, who, cfg, o.quiet)
 	if err != nil {
 		return err
 	}
@@ -266,6 +266,26 @@ func inspectImage(f *os.File, name string, who caller, cfg config) (imageRootfs,
 	return rootfs, nil
 }
 
+// sealedCopy says whether the image must be used through a sealed copy:
+// the caller can change it, and the admin chose user_writable_images =
+// "sealed-copy".
+func (p *launchPlan) sealedCopy(who caller, cfg config) bool {
+	return p.imageWritable && !who.root() && cfg.userWritableImages == "sealed-copy"
+}
+
+// memoryBackendLimits returns the memory backend's limits when an encrypted
+// image's plaintext will go there (attachEncrypted decides the same way),
+// else nil.
+func (p *launchPlan) memoryBackendLimits(rootfs imageRootfs, who caller, cfg config) *memoryLimits {
+	if rootfs.kind != rootfsEncrypted || p.imageWritable && !who.root() && cfg.userWritableImages == "refuse" {
+		return nil
+	}
+	if b, err := chooseEncryptedBackend(cfg.encryptedBackend, p.sealedCopy(who, cfg), dmcryptAvailable); err != nil || b != backendMemory {
+		return nil
+	}
+	return &memoryLimits{uid: who.uid, maxMiB: cfg.memoryBackendMaxMiB, loops: loopLimitsFor(who, cfg)}
+}
+
 // attachImage gives the image's squashfs a loop device. An image the caller
 // can change while it is mounted is handled as the admin chose in
 // user_writable_images (security.md R11): run it, refuse it, or mount a
@@ -280,11 +300,10 @@ func (p *launchPlan) attachImage(rootfs imageRootfs, secret *unlockedImage, who 
 		return failf(ePolicy, "image %s can be modified by you; the administrator does not allow such images (user_writable_images = \"refuse\")", p.image.Name())
 	}
 	if rootfs.kind == rootfsEncrypted {
-		sealed := callerWritable && cfg.userWritableImages == "sealed-copy"
-		p.loop, err = attachEncrypted(p.image, rootfs, secret, who.uid, cfg, sealed, loopLimitsFor(who, cfg))
+		p.loop, err = attachEncrypted(p.image, rootfs, secret, who.uid, cfg, p.sealedCopy(who, cfg), loopLimitsFor(who, cfg))
 		return err
 	}
-	if callerWritable && cfg.userWritableImages == "sealed-copy" {
+	if p.sealedCopy(who, cfg) {
 		if backing, err = sealedCopy(p.image, rootfs.offset, rootfs.size, cfg.sealedCopyMaxMiB); err != nil {
 			return err
 		}

@@ -1875,6 +1875,14 @@ func luksWorkers() int { return max(1, min(runtime.GOMAXPROCS(0), 4)) }
 // decrypted there, without a chunk buffer or a second copy.
 type mappedPlain []byte
 
+// loadedCiphertext is a mappedPlain that already holds the encrypted data
+// (readCiphertextAhead in crypt.go): decryptTo decrypts it where it is.
+type loadedCiphertext []byte
+
+func (m loadedCiphertext) WriteAt(p []byte, off int64) (int, error) {
+	return mappedPlain(m).WriteAt(p, off)
+}
+
 func (m mappedPlain) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off > int64(len(m)) || int64(len(p)) > int64(len(m))-off {
 		return 0, io.ErrShortWrite
@@ -1924,6 +1932,10 @@ func (v *luksVolume) decryptTo(w io.WriterAt, key *volumeKey, progress func(done
 				}
 			}()
 			mapped, inPlace := w.(mappedPlain)
+			loaded, isLoaded := w.(loadedCiphertext)
+			if isLoaded {
+				mapped, inPlace = mappedPlain(loaded), true
+			}
 			if inPlace && int64(len(mapped)) < total {
 				fail(failf(eInternal, "decrypt: mapping of %d bytes for %d bytes of plaintext", len(mapped), total))
 				return
@@ -1946,7 +1958,9 @@ func (v *luksVolume) decryptTo(w io.WriterAt, key *volumeKey, progress func(done
 				if inPlace {
 					b = mapped[off : off+n]
 				}
-				if err := v.readPlainAt(c, b, off); err != nil {
+				if isLoaded {
+					c.decrypt(b, uint64(off/int64(v.sectorSize)))
+				} else if err := v.readPlainAt(c, b, off); err != nil {
 					fail(err)
 					return
 				}
