@@ -410,7 +410,7 @@ func probe(c *command) (int, string) {
 // process the caller started (the waiting parent, outside the container)
 // and its child, PID 1 of the container.
 type pidInitResult struct {
-	cmd, comm, err           string
+	cmd, comm, exe, err      string
 	rssKiB, anonKiB, fileKiB int64
 	children                 int
 	child                    procRSS // the first child, when there is one
@@ -419,6 +419,7 @@ type pidInitResult struct {
 // procRSS is what /proc/PID/status says about one process's memory.
 type procRSS struct {
 	comm                     string
+	exe                      string // what it runs: minirun, or the --pid reaper's memfd
 	rssKiB, anonKiB, fileKiB int64
 }
 
@@ -437,6 +438,7 @@ func readProcRSS(pid int) procRSS {
 			r.comm = strings.TrimSpace(v)
 		}
 	}
+	r.exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	return r
 }
 
@@ -459,7 +461,7 @@ func pidInitRSS(minirun, image string, who *account, flag string) pidInitResult 
 	}
 	time.Sleep(400 * time.Millisecond)
 	own := readProcRSS(pid)
-	res.comm, res.rssKiB, res.anonKiB, res.fileKiB = own.comm, own.rssKiB, own.anonKiB, own.fileKiB
+	res.comm, res.exe, res.rssKiB, res.anonKiB, res.fileKiB = own.comm, own.exe, own.rssKiB, own.anonKiB, own.fileKiB
 	if kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil {
 		f := strings.Fields(string(kids))
 		res.children = len(f)
