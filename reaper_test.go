@@ -37,6 +37,7 @@ func TestReaperExecutable(t *testing.T) {
 	if len(elf) > 1024 || !strings.HasPrefix(string(elf), "\x7fELF\x02\x01\x01") {
 		t.Fatalf("reaper executable: %d bytes, header %q", len(elf), elf[:min(len(elf), 8)])
 	}
+	t.Logf("reaper: %d bytes of code, %d bytes of executable", len(reaperCode()), len(elf))
 	if strings.Contains(string(elf), string(reaperEndMarker)) {
 		t.Fatal("the end marker was copied into the executable")
 	}
