@@ -543,14 +543,21 @@ func ctDrain(master int) string {
 
 // --- unlocking ---
 
+// ctKeyFiles writes an RSA-2048 key pair and an unrelated private key to
+// dir: pub.pem (PKCS#1), priv.pem and other.pem.
+func ctKeyFiles(t *testing.T, dir string) (pub, priv, other string) {
+	k := ctRSAKey(t, 2048)
+	pub = ctWrite(t, filepath.Join(dir, "pub.pem"), ctPEM("RSA PUBLIC KEY", x509.MarshalPKCS1PublicKey(&k.PublicKey), nil), 0o644)
+	priv = ctWrite(t, filepath.Join(dir, "priv.pem"), ctPEM("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(k), nil), 0o600)
+	otherKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	other = ctWrite(t, filepath.Join(dir, "other.pem"), ctPEM("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(otherKey), nil), 0o600)
+	return pub, priv, other
+}
+
 func TestUnlockRootfs(t *testing.T) {
 	dir := t.TempDir()
 	sq, _ := ctSquashfs(t)
-	k := ctRSAKey(t, 2048)
-	pubFile := ctWrite(t, filepath.Join(dir, "pub.pem"), ctPEM("RSA PUBLIC KEY", x509.MarshalPKCS1PublicKey(&k.PublicKey), nil), 0o644)
-	privFile := ctWrite(t, filepath.Join(dir, "priv.pem"), ctPEM("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(k), nil), 0o600)
-	otherKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	otherFile := ctWrite(t, filepath.Join(dir, "other.pem"), ctPEM("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(otherKey), nil), 0o600)
+	pubFile, privFile, otherFile := ctKeyFiles(t, dir)
 	passImg := ctBuild(t, filepath.Join(dir, "pass.sif"), sq, func(o *buildOptions) {
 		o.env = append(o.env, "MINIRUN_ENCRYPTION_PASSPHRASE=open sesame")
 		o.encrypt = true
@@ -894,11 +901,7 @@ func TestMemoryBackendReadAhead(t *testing.T) {
 	}
 	dir := t.TempDir()
 	sq, plain := ctSquashfs(t)
-	k := ctRSAKey(t, 2048)
-	pubFile := ctWrite(t, filepath.Join(dir, "pub.pem"), ctPEM("RSA PUBLIC KEY", x509.MarshalPKCS1PublicKey(&k.PublicKey), nil), 0o644)
-	privFile := ctWrite(t, filepath.Join(dir, "priv.pem"), ctPEM("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(k), nil), 0o600)
-	otherKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	otherFile := ctWrite(t, filepath.Join(dir, "other.pem"), ctPEM("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(otherKey), nil), 0o600)
+	pubFile, privFile, otherFile := ctKeyFiles(t, dir)
 	img := ctBuild(t, filepath.Join(dir, "pem.sif"), sq, func(o *buildOptions) { o.pemPath = pubFile })
 	memfds := func() int {
 		n := 0

@@ -35,6 +35,9 @@ func reaperSignalSet() uint64 {
 	return forwardedSignalSet() | 1<<(syscall.SIGCHLD-1)
 }
 
+// reaperEndMarker follows the program's last instruction in reaper_amd64.s.
+var reaperEndMarker = []byte("minirun reaper\x00\x00")
+
 // reaperExecutable wraps the reaper's code in an ELF executable of one
 // read-and-execute segment; nil where this architecture has no reaper.
 func reaperExecutable() []byte {

@@ -12,9 +12,6 @@ const reaperMachine = 62 // EM_X86_64
 // reaperProgramStart returns where reaper_amd64.s's program begins.
 func reaperProgramStart() *byte
 
-// reaperEndMarker follows the program's last instruction in reaper_amd64.s.
-var reaperEndMarker = []byte("minirun reaper\x00\x00")
-
 // reaperCode returns the reaper program's machine code, up to its marker.
 func reaperCode() []byte {
 	const maxCode = 1024
