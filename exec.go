@@ -266,18 +266,24 @@ func inspectImage(f *os.File, name string, who caller, cfg config) (imageRootfs,
 	return rootfs, nil
 }
 
-// sealedCopy says whether the image must be used through a sealed copy:
-// the caller can change it, and the admin chose user_writable_images =
+// callerWritable says whether the caller can change the image while it is
+// mounted (root is trusted with its own files).
+func (p *launchPlan) callerWritable(who caller) bool {
+	return p.imageWritable && !who.root()
+}
+
+// sealedCopy says whether the image must be used through a sealed copy: the
+// caller can change it, and the admin chose user_writable_images =
 // "sealed-copy".
 func (p *launchPlan) sealedCopy(who caller, cfg config) bool {
-	return p.imageWritable && !who.root() && cfg.userWritableImages == "sealed-copy"
+	return p.callerWritable(who) && cfg.userWritableImages == "sealed-copy"
 }
 
 // memoryBackendLimits returns the memory backend's limits when an encrypted
 // image's plaintext will go there (attachEncrypted decides the same way),
 // else nil.
 func (p *launchPlan) memoryBackendLimits(rootfs imageRootfs, who caller, cfg config) *memoryLimits {
-	if rootfs.kind != rootfsEncrypted || p.imageWritable && !who.root() && cfg.userWritableImages == "refuse" {
+	if rootfs.kind != rootfsEncrypted || p.callerWritable(who) && cfg.userWritableImages == "refuse" {
 		return nil
 	}
 	if b, err := chooseEncryptedBackend(cfg.encryptedBackend, p.sealedCopy(who, cfg), dmcryptAvailable); err != nil || b != backendMemory {
@@ -295,8 +301,7 @@ func (p *launchPlan) memoryBackendLimits(rootfs imageRootfs, who caller, cfg con
 // every launch proves its own key (spec §5).
 func (p *launchPlan) attachImage(rootfs imageRootfs, secret *unlockedImage, who caller, cfg config) (err error) {
 	backing, offset := p.image, rootfs.offset
-	callerWritable := p.imageWritable && !who.root()
-	if callerWritable && cfg.userWritableImages == "refuse" {
+	if p.callerWritable(who) && cfg.userWritableImages == "refuse" {
 		return failf(ePolicy, "image %s can be modified by you; the administrator does not allow such images (user_writable_images = \"refuse\")", p.image.Name())
 	}
 	if rootfs.kind == rootfsEncrypted {

@@ -1875,19 +1875,19 @@ func luksWorkers() int { return max(1, min(runtime.GOMAXPROCS(0), 4)) }
 // decrypted there, without a chunk buffer or a second copy.
 type mappedPlain []byte
 
+func (m mappedPlain) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off > int64(len(m)) || int64(len(p)) > int64(len(m))-off {
+		return 0, io.ErrShortWrite
+	}
+	return copy(m[off:], p), nil
+}
+
 // loadedCiphertext is a mappedPlain that already holds the encrypted data
 // (readCiphertextAhead in crypt.go): decryptTo decrypts it where it is.
 type loadedCiphertext []byte
 
 func (m loadedCiphertext) WriteAt(p []byte, off int64) (int, error) {
 	return mappedPlain(m).WriteAt(p, off)
-}
-
-func (m mappedPlain) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off > int64(len(m)) || int64(len(p)) > int64(len(m))-off {
-		return 0, io.ErrShortWrite
-	}
-	return copy(m[off:], p), nil
 }
 
 // decryptTo writes the whole plaintext (dataLength bytes) to w at offset 0.
