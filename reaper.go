@@ -38,13 +38,20 @@ func reaperSignalSet() uint64 {
 // reaperEndMarker follows the program's last instruction in reaper_amd64.s.
 var reaperEndMarker = []byte("minirun reaper\x00\x00")
 
-// reaperExecutable wraps the reaper's code in an ELF executable of one
-// read-and-execute segment; nil where this architecture has no reaper.
+// reaperExecutable wraps the reaper's code in an ELF executable; nil where
+// this architecture has no reaper.
 func reaperExecutable() []byte {
 	code := reaperCode()
 	if code == nil {
 		return nil
 	}
+	return elfExecutable(reaperMachine, code)
+}
+
+// elfExecutable is the smallest static ELF executable around code: one
+// read-and-execute segment holding the headers and the code, entered at the
+// code's first byte.
+func elfExecutable(machine uint16, code []byte) []byte {
 	const (
 		base       = 0x400000
 		headerSize = 64 + 56 // the ELF header and one program header
@@ -53,7 +60,7 @@ func reaperExecutable() []byte {
 	le := binary.LittleEndian
 	copy(elf, "\x7fELF\x02\x01\x01") // 64-bit, little-endian, version 1, System V
 	le.PutUint16(elf[16:], 2)        // ET_EXEC
-	le.PutUint16(elf[18:], reaperMachine)
+	le.PutUint16(elf[18:], machine)
 	le.PutUint32(elf[20:], 1)
 	le.PutUint64(elf[24:], base+headerSize) // entry: the code, right after the headers
 	le.PutUint64(elf[32:], 64)              // program headers follow the ELF header

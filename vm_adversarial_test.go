@@ -103,32 +103,11 @@ func vmParseSqfsSuper(sq []byte) vmSqfsSuper {
 		inodeTable: le.Uint64(sq[64:]), lookupTable: le.Uint64(sq[88:])}
 }
 
-// vmTinyELF is a 129-byte static x86-64 executable doing exit_group(42): a payload that fits a
+// vmTinyELF is a 132-byte static x86-64 executable doing exit_group(42): a payload that fits a
 // 4 KiB squashfs, so 200 variants stay cheap.
 func vmTinyELF() []byte {
-	const base, hdr = 0x400000, 64 + 56
 	code := []byte{0xbf, vmC4Exit, 0, 0, 0, 0xb8, 0xe7, 0, 0, 0, 0x0f, 0x05} // mov edi,42; mov eax,231; syscall
-	b := make([]byte, hdr+len(code))
-	le := binary.LittleEndian
-	copy(b, "\x7fELF\x02\x01\x01") // 64-bit, little-endian, ELF version 1
-	le.PutUint16(b[16:], 2)        // ET_EXEC
-	le.PutUint16(b[18:], 62)       // EM_X86_64
-	le.PutUint32(b[20:], 1)
-	le.PutUint64(b[24:], base+hdr) // entry
-	le.PutUint64(b[32:], 64)       // program headers right after this header
-	le.PutUint16(b[52:], 64)
-	le.PutUint16(b[54:], 56)
-	le.PutUint16(b[56:], 1)
-	p := b[64:]
-	le.PutUint32(p[0:], 1) // PT_LOAD
-	le.PutUint32(p[4:], 5) // R+X
-	le.PutUint64(p[16:], base)
-	le.PutUint64(p[24:], base)
-	le.PutUint64(p[32:], uint64(len(b)))
-	le.PutUint64(p[40:], uint64(len(b)))
-	le.PutUint64(p[48:], 0x1000)
-	copy(b[hdr:], code)
-	return b
+	return elfExecutable(62, code)                                           // EM_X86_64
 }
 
 // vmAdversarialImages makes the C4 images: a valid tiny squashfs SIF (uncompressed metadata, with
