@@ -644,7 +644,7 @@ func attachEncrypted(image *os.File, rootfs imageRootfs, u *unlockedImage, uid i
 func attachMemoryBackend(u *unlockedImage, uid int, maxMiB int64, lim loopLimits) (*os.File, error) {
 	n := escapeText(u.name)
 	size := u.vol.dataLength
-	if err := checkMemoryBackend(u.vol, u.name, memoryLimits{uid: uid, maxMiB: maxMiB, loops: lim}); err != nil {
+	if err := checkMemoryBackend(u.vol, u.name, memoryLimits{uid: uid, maxMiB: maxMiB, loops: lim}, u.ahead != nil); err != nil {
 		return nil, err
 	}
 	var (
@@ -693,17 +693,21 @@ func attachMemoryBackend(u *unlockedImage, uid int, maxMiB int64, lim loopLimits
 
 // checkMemoryBackend refuses, before anything is allocated, a plaintext
 // larger than the admin's limit or the memory available, a swap area that
-// could write it to disk, and a full loop quota.
-func checkMemoryBackend(vol *luksVolume, name string, l memoryLimits) error {
+// could write it to disk, and a full loop quota. With the memory already
+// allocated (read ahead), MemAvailable no longer counts it, and only the
+// swap and the quota are checked again.
+func checkMemoryBackend(vol *luksVolume, name string, l memoryLimits, allocated bool) error {
 	n := escapeText(name)
 	size := vol.dataLength
 	if size <= 0 {
 		return failf(eImage, "image %s: the encrypted partition holds no data", n)
 	}
-	availKiB, _ := luksMeminfoKiB("MemAvailable")
-	if l.maxMiB < 0 || size > l.maxMiB<<20 || (availKiB != 0 && uint64(size) > availKiB*1024) {
-		return failf(eResource, "image %s: encrypted image needs %d MiB of RAM for the memory backend (limit %d MiB, memory_backend_max_mib; %d MiB available); use a kernel with dm-crypt or raise the limit",
-			n, (size+1<<20-1)>>20, l.maxMiB, availKiB>>10)
+	if !allocated {
+		availKiB, _ := luksMeminfoKiB("MemAvailable")
+		if l.maxMiB < 0 || size > l.maxMiB<<20 || (availKiB != 0 && uint64(size) > availKiB*1024) {
+			return failf(eResource, "image %s: encrypted image needs %d MiB of RAM for the memory backend (limit %d MiB, memory_backend_max_mib; %d MiB available); use a kernel with dm-crypt or raise the limit",
+				n, (size+1<<20-1)>>20, l.maxMiB, availKiB>>10)
+		}
 	}
 	if err := checkSwapForPlaintext(); err != nil {
 		return err
@@ -745,7 +749,7 @@ type ciphertextAhead struct {
 // backend's memfd, if the memory backend's checks pass (else
 // attachMemoryBackend reports them in their turn).
 func readCiphertextAhead(vol *luksVolume, name string, l memoryLimits) *ciphertextAhead {
-	if checkMemoryBackend(vol, name, l) != nil {
+	if checkMemoryBackend(vol, name, l, false) != nil {
 		return nil
 	}
 	mem, mapped, err := plaintextMemory(vol.dataLength, escapeText(name))
