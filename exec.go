@@ -272,10 +272,10 @@ func (p *launchPlan) callerWritable(who caller) bool {
 	return p.imageWritable && !who.root()
 }
 
-// sealedCopy says whether the image must be used through a sealed copy: the
+// usesSealedCopy says whether the image must be used through a sealed copy: the
 // caller can change it, and the admin chose user_writable_images =
 // "sealed-copy".
-func (p *launchPlan) sealedCopy(who caller, cfg config) bool {
+func (p *launchPlan) usesSealedCopy(who caller, cfg config) bool {
 	return p.callerWritable(who) && cfg.userWritableImages == "sealed-copy"
 }
 
@@ -286,7 +286,7 @@ func (p *launchPlan) memoryBackendLimits(rootfs imageRootfs, who caller, cfg con
 	if rootfs.kind != rootfsEncrypted || p.callerWritable(who) && cfg.userWritableImages == "refuse" {
 		return nil
 	}
-	if b, err := chooseEncryptedBackend(cfg.encryptedBackend, p.sealedCopy(who, cfg), dmcryptAvailable); err != nil || b != backendMemory {
+	if b, err := chooseEncryptedBackend(cfg.encryptedBackend, p.usesSealedCopy(who, cfg), dmcryptAvailable); err != nil || b != backendMemory {
 		return nil
 	}
 	return &memoryLimits{uid: who.uid, maxMiB: cfg.memoryBackendMaxMiB, loops: loopLimitsFor(who, cfg)}
@@ -305,10 +305,10 @@ func (p *launchPlan) attachImage(rootfs imageRootfs, secret *unlockedImage, who 
 		return failf(ePolicy, "image %s can be modified by you; the administrator does not allow such images (user_writable_images = \"refuse\")", p.image.Name())
 	}
 	if rootfs.kind == rootfsEncrypted {
-		p.loop, err = attachEncrypted(p.image, rootfs, secret, who.uid, cfg, p.sealedCopy(who, cfg), loopLimitsFor(who, cfg))
+		p.loop, err = attachEncrypted(p.image, rootfs, secret, who.uid, cfg, p.usesSealedCopy(who, cfg), loopLimitsFor(who, cfg))
 		return err
 	}
-	if p.sealedCopy(who, cfg) {
+	if p.usesSealedCopy(who, cfg) {
 		if backing, err = sealedCopy(p.image, rootfs.offset, rootfs.size, cfg.sealedCopyMaxMiB); err != nil {
 			return err
 		}
