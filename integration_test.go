@@ -447,6 +447,8 @@ func (e *itEnv) command(ctx context.Context, o itRunOpts, args ...string) *exec.
 		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
 			Uid: e.user.uid, Gid: e.user.gid, Groups: groups}}
+	} else if o.groups != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Groups: o.groups}}
 	}
 	cmd.WaitDelay = time.Second
 	return cmd
@@ -710,6 +712,29 @@ func TestIntegrationIdentity(t *testing.T) {
 			out := e.ok(t, itRunOpts{as: itAsRoot}, "exec", img.path, "/bin/sh", "-c", "id -u; id -g")
 			if out != "0\n0\n" {
 				t.Errorf("root inside: want uid and gid 0, got %q", out)
+			}
+			// Root gets the image's own account files, as in Apptainer: a
+			// supplementary group the host names and the image does not
+			// know is not added.
+			hostOnly := []uint32{0, u.gid}
+			for _, f := range []string{"/etc/passwd", "/etc/group"} {
+				want, err := os.ReadFile(filepath.Join(e.rootfs, f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(string(want), ":"+gid+":") {
+					t.Fatalf("the test image already knows gid %s", gid)
+				}
+				got := e.ok(t, itRunOpts{as: itAsRoot, groups: hostOnly}, "exec", img.path, "/bin/cat", f)
+				if got != string(want) {
+					t.Errorf("%s inside as root:\n%s\nwant the image's own:\n%s", f, got, want)
+				}
+			}
+			info := e.ok(t, itRunOpts{as: itAsRoot, groups: hostOnly}, "exec", img.path, "/bin/cat", "/proc/self/mountinfo")
+			for _, line := range strings.Split(info, "\n") {
+				if f := strings.Fields(line); len(f) > 4 && (f[4] == "/etc/passwd" || f[4] == "/etc/group") {
+					t.Errorf("as root, something is mounted over %s: %s", f[4], line)
+				}
 			}
 		})
 	}

@@ -175,8 +175,12 @@ func prepareContainer(o *options, who caller, user account, cfg config, plan *la
 			return err
 		}
 	}
-	if err := c.writeAccountFiles(user, plan.groupLines); err != nil {
-		return err
+	// Root runs with the image's own files, as in Apptainer: reading them
+	// from a fresh superblock costs a launch more than anything root gains.
+	if !who.root() {
+		if err := c.writeAccountFiles(user, plan.groupLines); err != nil {
+			return err
+		}
 	}
 	for _, f := range []string{"/etc/resolv.conf", "/etc/hosts"} {
 		c.bindHostFile(f) // best effort: images without these files run as they are
@@ -780,7 +784,7 @@ func (c *container) mountDev(dev *hostDevices) error {
 // writeAccountFiles gives the container an /etc/passwd and /etc/group that
 // know the caller: the image's own files plus the caller's entries, in a
 // small tmpfs bound read-only over the image's files. Images without these
-// files keep running without them.
+// files keep running without them. Not for root (see prepareContainer).
 func (c *container) writeAccountFiles(user account, groups map[int]string) error {
 	if passwd, ok := readImageFile("/etc/passwd"); ok {
 		if _, found := findPasswd(passwd, strconv.Itoa(user.uid)); !found {
