@@ -50,13 +50,17 @@ func attachSharedLoop(image *os.File, offset, size int64, uid int, lim loopLimit
 		return attachLoopWithin(image, offset, size, uid, lim)
 	}
 	key := fmt.Sprintf("%s/%d-%d-%d-%d", loopIndexDir, st.Dev, st.Ino, offset, size)
-	if name, err := os.Readlink(key); err == nil {
-		if dev := openMatchingLoop(name, &st, offset, size); dev != nil {
+	recorded, err := os.Readlink(key)
+	if err == nil {
+		if dev := openMatchingLoop(recorded, &st, offset, size); dev != nil {
 			return dev, nil
 		}
 	}
 	dev, err := attachLoopWithin(image, offset, size, uid, lim)
-	if err == nil {
+	// A record naming the device just attached (the kernel hands out the
+	// lowest free index, often the one the last run of this image freed)
+	// is already right.
+	if err == nil && recorded != dev.Name() {
 		os.Remove(key)
 		os.Symlink(dev.Name(), key) // best effort: without it the next launch attaches its own
 	}

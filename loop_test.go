@@ -4,10 +4,14 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestLoopLimits(t *testing.T) {
@@ -82,4 +86,81 @@ func TestLoopLimits(t *testing.T) {
 		}
 		dev.Close()
 	}
+}
+
+// TestSharedLoopRecord: the registry names the device of each attach; a
+// record that already names it is left as it is, a wrong one is replaced.
+func TestSharedLoopRecord(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for loop devices (CI runs as root)")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("no /dev/loop-control in this environment")
+	}
+	if err := ensureStateDirs(); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	key := fmt.Sprintf("%s/%d-%d-%d-%d", loopIndexDir, st.Dev, st.Ino, 0, 4096)
+	t.Cleanup(func() { os.Remove(key) })
+	attach := func() string {
+		t.Helper()
+		dev, err := attachSharedLoop(f, 0, 4096, 0, noLoopLimits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := dev.Name()
+		dev.Close() // autoclear: unmounted and closed, the device goes
+		return name
+	}
+	// The record's name, and what tells one symlink from its replacement.
+	recordOf := func() (string, [2]unix.Timespec) {
+		t.Helper()
+		name, err := os.Readlink(key)
+		var lst unix.Stat_t
+		if err != nil || unix.Lstat(key, &lst) != nil {
+			t.Fatalf("no record for the attach: %v", err)
+		}
+		return name, [2]unix.Timespec{lst.Ctim, {Sec: int64(lst.Ino)}}
+	}
+
+	// A stale record naming no device of ours is replaced.
+	os.Remove(key)
+	if err := os.Symlink("/dev/loop-gone", key); err != nil {
+		t.Fatal(err)
+	}
+	name := attach()
+	if got, _ := recordOf(); got != name {
+		t.Fatalf("record %q after attaching %s", got, name)
+	}
+	// Attach until the kernel hands out the recorded device again (the
+	// lowest free index: usually at once): that record is not rewritten.
+	for i := 0; i < 20; i++ {
+		before, id := recordOf()
+		time.Sleep(2 * time.Millisecond) // a new symlink would get a later ctime
+		name := attach()
+		after, id2 := recordOf()
+		if after != name {
+			t.Fatalf("record %q after attaching %s", after, name)
+		}
+		if name == before {
+			if id2 != id {
+				t.Errorf("the record already named %s and was written again", name)
+			}
+			return
+		}
+	}
+	t.Errorf("in 20 attaches the kernel never handed out the recorded device again")
 }
