@@ -152,6 +152,8 @@ func prepareContainer(o *options, who caller, user account, cfg config, plan *la
 	if err := c.mountRoot(plan, rootfs); err != nil {
 		return err
 	}
+	holdStagedRoot()
+	defer dropStagedRoot()
 	if err := c.mountKernelFilesystems(o, cfg, dev); err != nil {
 		return err
 	}
@@ -280,14 +282,38 @@ func (c *container) mountRoot(plan *launchPlan, rootfs imageRootfs) error {
 	return nil
 }
 
+// stagedRoot holds the staged root open while the container is built, so
+// that resolveInRoot need not walk to it for every mount point. It shows
+// the mount that was on top when it was opened: a tmpfs laid over the root
+// directory itself (an underlay) makes it stale, and it is dropped then.
+var stagedRoot = -1
+
+func holdStagedRoot() {
+	dropStagedRoot()
+	if fd, err := unix.Open(stageDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+		stagedRoot = fd
+	}
+}
+
+func dropStagedRoot() {
+	if stagedRoot >= 0 {
+		unix.Close(stagedRoot)
+		stagedRoot = -1
+	}
+}
+
 // resolveInRoot opens dst inside the staged root without leaving it: no
 // symlinks at all, or on ELOOP symlinks confined to the image mount (R2).
 func resolveInRoot(dst string, flags uint64) (int, error) {
-	root, err := unix.Open(stageDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
+	root := stagedRoot
+	if root < 0 {
+		fd, err := unix.Open(stageDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, err
+		}
+		defer unix.Close(fd)
+		root = fd
 	}
-	defer unix.Close(root)
 	how := unix.OpenHow{Flags: flags | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_SYMLINKS}
 	fd, err := unix.Openat2(root, dst, &how)
 	if errors.Is(err, unix.ELOOP) {
@@ -398,6 +424,9 @@ func (c *container) writableDir(fd int) (int, error) {
 	if err := unix.MoveMount(tmp, "", fd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
 		unix.Close(tmp)
 		return -1, failf(eSystem, "lay tmpfs over image directory: %w", err)
+	}
+	if stagedRoot >= 0 {
+		holdStagedRoot() // the tmpfs may cover the root directory itself
 	}
 	for i, name := range entries {
 		if err := rebindEntry(tmp, name, held[i]); err != nil {
