@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -198,16 +199,20 @@ func verifyCredentials(statusFile string, who caller, set capSet, nnp bool) erro
 	return nil
 }
 
+// parseStatus picks the lines R13 checks out of a status file; the rest
+// (some fifty lines) is not looked at.
 func parseStatus(status []byte) map[string]string {
-	fields := map[string]string{}
-	for _, line := range bytes.Split(status, []byte("\n")) {
+	fields := make(map[string]string, len(statusFieldsChecked))
+	for line := range bytes.SplitSeq(status, []byte("\n")) {
 		k, v, ok := bytes.Cut(line, []byte(":"))
-		if ok {
+		if ok && slices.Contains(statusFieldsChecked, string(k)) {
 			fields[string(k)] = strings.TrimSpace(string(v))
 		}
 	}
 	return fields
 }
+
+var statusFieldsChecked = []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs"}
 
 // blockTIOCSTI installs a per-thread seccomp filter failing
 // ioctl(fd, TIOCSTI) with EPERM, so the payload cannot push keystrokes into

@@ -210,8 +210,8 @@ func decideCapabilities(o *options, who caller, cfg config, names *nameLookup) (
 			warnf("%s", w)
 		}
 	}
-	if err == nil {
-		verbosef(o.verbose || o.debug, "capabilities %s (%s), no_new_privs %v", d.Set.hex(), d.Set.String(), d.NoNewPrivs)
+	if err == nil && (o.verbose || o.debug) { // naming every capability is not free
+		verbosef(true, "capabilities %s (%s), no_new_privs %v", d.Set.hex(), d.Set.String(), d.NoNewPrivs)
 	}
 	return d, err
 }
