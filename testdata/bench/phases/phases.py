@@ -56,7 +56,7 @@ MARKS = [
     ("ns.go", "\tunix.Umask(022)\n\tc := &container", "mount-root"),
     ("ns.go", "\tif err := c.mountKernelFilesystems(o, cfg, dev); err != nil {\n", "proc-sys-dev"),
     ("ns.go", "\tif o.contain {\n\t\tfor _, dir", "binds"),
-    ("ns.go", "\tif err := c.writeAccountFiles(user, plan.groupLines); err != nil {\n", "passwd-group"),
+    ("ns.go", "\tif !who.root() {\n\t\tif err := c.writeAccountFiles(", "passwd-group"),
     ("ns.go", "\tfor _, f := range []string{\"/etc/resolv.conf\", \"/etc/hosts\"} {\n", "resolv-hosts"),
     ("ns.go", "\tif err := c.sealUnderlays(); err != nil {\n", "seal-slave"),
     ("ns.go", "\treturn pivotInto(stageDir)\n", "pivot"),
