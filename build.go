@@ -205,7 +205,7 @@ func buildImage(o buildOptions) (err error) {
 		if key != nil {
 			how = ", encrypted (" + key.origin + ")"
 		}
-		fmt.Fprintf(os.Stderr, "INFO: built %s: %.1f MiB%s\n", escapeText(o.out), float64(end)/(1<<20), how)
+		writeStderr(fmt.Sprintf("INFO: built %s: %.1f MiB%s\n", escapeText(o.out), float64(end)/(1<<20), how))
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 )
 
 // errClass groups refusals for tests and --debug output (spec/security.md).
@@ -67,19 +69,46 @@ func fatal(err error, debug bool) {
 	if debug {
 		line += " [" + string(classOf(err)) + "]"
 	}
-	os.Stderr.WriteString(line + "\n")
+	writeStderr(line + "\n")
 	os.Exit(255)
+}
+
+// writeStderr writes minirun's own lines with write(2) itself. Through
+// os.Stderr, EPIPE on fd 2 makes Go's runtime kill the process with
+// SIGPIPE: a caller who closed the reading end of stderr would see a
+// refused launch end by a signal instead of with status 255. The kernel's
+// SIGPIPE for a raw write is one the runtime ignores.
+func writeStderr(s string) {
+	b := []byte(s)
+	for len(b) > 0 {
+		n, err := unix.Write(2, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			return
+		}
+		b = b[n:]
+	}
+}
+
+// stderrWriter is writeStderr as an io.Writer, for usage texts.
+type stderrWriter struct{}
+
+func (stderrWriter) Write(p []byte) (int, error) {
+	writeStderr(string(p))
+	return len(p), nil
 }
 
 // verbosef prints one "VERBOSE:" line when -v or -d was given.
 func verbosef(on bool, format string, args ...any) {
 	if on {
-		os.Stderr.WriteString("VERBOSE: " + escapeText(fmt.Sprintf(format, args...)) + "\n")
+		writeStderr("VERBOSE: " + escapeText(fmt.Sprintf(format, args...)) + "\n")
 	}
 }
 
 func warnf(format string, args ...any) {
-	os.Stderr.WriteString("WARNING: " + escapeText(fmt.Sprintf(format, args...)) + "\n")
+	writeStderr("WARNING: " + escapeText(fmt.Sprintf(format, args...)) + "\n")
 }
 
 // escapeText makes user-supplied text safe for a terminal: control bytes and

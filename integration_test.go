@@ -1501,6 +1501,49 @@ func TestIntegrationClosedStdio(t *testing.T) {
 	}
 }
 
+// TestIntegrationBrokenStderr: a caller who closed the reading end of
+// minirun's stderr gets the exit status all the same (255 for an error),
+// not death by SIGPIPE, which Go's runtime deals for EPIPE on fd 2.
+func TestIntegrationBrokenStderr(t *testing.T) {
+	e := itIntegration(t)
+	for _, w := range itCallers {
+		itSub(t, w.String(), func(t *testing.T) {
+			for _, args := range [][]string{
+				{"exec", filepath.Join(e.imgDir, "missing.sif"), "/bin/true"},
+				{"exec", "--no-such-option", e.sifTool, "/bin/true"},
+				{},
+				{"build"},
+				{"capability", "no-such-command"},
+				{"exec", "-v", e.sifTool, "/bin/sh", "-c", "exit 7"},
+			} {
+				r, wr, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				cmd := e.command(ctx, itRunOpts{as: w}, args...)
+				cmd.Stderr = wr
+				err = cmd.Run()
+				cancel()
+				wr.Close()
+				want := 255
+				if len(args) > 1 && args[1] == "-v" {
+					want = 7 // the VERBOSE lines are lost, the run is not
+				}
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) {
+					t.Errorf("%q with a broken stderr: %v, want exit %d", args, err, want)
+					continue
+				}
+				if ws := ee.Sys().(syscall.WaitStatus); ws.Signaled() || ws.ExitStatus() != want {
+					t.Errorf("%q with a broken stderr: %v, want exit %d", args, err, want)
+				}
+			}
+		})
+	}
+}
+
 // itWaitReaper, at the start of a --pid payload's script, waits (3 s at
 // most) for the init to hand over to the reaper, which it does right after
 // starting the payload: PID 1 is then single-threaded.

@@ -86,7 +86,7 @@ func main() {
 
 	args := os.Args[1:]
 	if len(args) == 0 {
-		topUsage(os.Stderr)
+		topUsage(stderrWriter{})
 		os.Exit(255)
 	}
 	cmd, rest := args[0], args[1:]
