@@ -99,7 +99,7 @@ func capabilityCommand(args []string, sysconfdir string) error {
 	env := &capCmdEnv{
 		dir:     filepath.Join(sysconfdir, "minirun"),
 		stdout:  os.Stdout,
-		stderr:  os.Stderr,
+		stderr:  stderrWriter{},
 		realUID: os.Getuid(),
 		read:    readTrustedFile,
 		// add, drop and import run as real root, so getent runs as root
