@@ -615,14 +615,11 @@ func chooseEncryptedBackend(setting string, sealedCopy bool, dmAvailable func() 
 // through the chosen backend and wipes the volume key. The device is never
 // shared with another launch: every launch proves its own key (spec §5). Its
 // loop devices count against the admin's loop limits like any other.
-func attachEncrypted(image *os.File, rootfs imageRootfs, u *unlockedImage, uid int, cfg config, sealedCopy bool, lim loopLimits) (*os.File, error) {
+// backend is chooseEncryptedBackend's answer, made once per launch.
+func attachEncrypted(image *os.File, rootfs imageRootfs, u *unlockedImage, uid int, backend string, memoryMaxMiB int64, lim loopLimits) (*os.File, error) {
 	defer u.wipe()
 	if u == nil {
 		return nil, failf(eInternal, "encrypted image %s reached the devices without a key", image.Name())
-	}
-	backend, err := chooseEncryptedBackend(cfg.encryptedBackend, sealedCopy, dmcryptAvailable)
-	if err != nil {
-		return nil, err
 	}
 	if backend == backendDMCrypt {
 		// dm-crypt reads the ciphertext through a loop device of its own;
@@ -634,7 +631,7 @@ func attachEncrypted(image *os.File, rootfs imageRootfs, u *unlockedImage, uid i
 		defer loop.Close()
 		return attachDMCrypt(loop, u.vol, u.key, uid)
 	}
-	return attachMemoryBackend(u, uid, cfg.memoryBackendMaxMiB, lim)
+	return attachMemoryBackend(u, uid, memoryMaxMiB, lim)
 }
 
 // attachMemoryBackend decrypts the whole plaintext into a memfd, seals it

@@ -532,3 +532,36 @@ func TestIntegrationEncryptedStartup(t *testing.T) {
 		}
 	})
 }
+
+// TestIntegrationEncryptedBackendChosenOnce: a launch asks the kernel
+// whether dm-crypt can run once, though both the unlock (whether to read
+// ahead) and the attach need the answer.
+func TestIntegrationEncryptedBackendChosenOnce(t *testing.T) {
+	x := encIntegration(t)
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		t.Fatalf("strace not found (run 'make deps'): %v", err)
+	}
+	for _, w := range itCallers {
+		encSub(t, w.String(), func(t *testing.T) {
+			trace := filepath.Join(t.TempDir(), "trace")
+			args := []string{"-f", "-qq", "-e", "trace=open,openat,openat2", "-o", trace}
+			if w == itAsUser {
+				args = append(args, "-u", x.user.name)
+			}
+			args = append(args, x.suid, "exec", "--pem-path", x.keyFor(w), x.pem, "/bin/true")
+			cmd := exec.Command(strace, args...)
+			cmd.Dir = "/"
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("strace %q: %v\n%s", args, err, out)
+			}
+			text, err := os.ReadFile(trace)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(string(text), `"/dev/mapper/control"`); n != 1 {
+				t.Errorf("the launch opened /dev/mapper/control %d times, want once", n)
+			}
+		})
+	}
+}

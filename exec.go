@@ -87,6 +87,7 @@ func launch(o *options) error {
 	// An encrypted image is unlocked now, before any device or lock exists:
 	// the passphrase prompt waits here and every KDF runs here, within the
 	// admin's caps (R10). Only the volume key is kept, in locked memory.
+	plan.chooseBackend(rootfs, who, cfg)
 	secret, err := unlockRootfs(plan.image, o.image, rootfs, keyRequest{pemPath: o.pemPath, prompt: o.passphrase,
 		env: plan.callerEnv, memory: plan.memoryBackendLimits(rootfs, who, cfg)}, who, cfg, o.quiet)
 	if err != nil {
@@ -279,14 +280,20 @@ func (p *launchPlan) usesSealedCopy(who caller, cfg config) bool {
 	return p.callerWritable(who) && cfg.userWritableImages == "sealed-copy"
 }
 
-// memoryBackendLimits returns the memory backend's limits when an encrypted
-// image's plaintext will go there (attachEncrypted decides the same way),
-// else nil.
-func (p *launchPlan) memoryBackendLimits(rootfs imageRootfs, who caller, cfg config) *memoryLimits {
-	if rootfs.kind != rootfsEncrypted || p.callerWritable(who) && cfg.userWritableImages == "refuse" {
-		return nil
+// chooseBackend decides, once, which backend an encrypted image's
+// plaintext gets (spec §4.2): the unlock reads ahead for the memory
+// backend, and attachImage uses the same answer.
+func (p *launchPlan) chooseBackend(rootfs imageRootfs, who caller, cfg config) {
+	if rootfs.kind == rootfsEncrypted {
+		p.backend, p.backendErr = chooseEncryptedBackend(cfg.encryptedBackend, p.usesSealedCopy(who, cfg), dmcryptAvailable)
 	}
-	if b, err := chooseEncryptedBackend(cfg.encryptedBackend, p.usesSealedCopy(who, cfg), dmcryptAvailable); err != nil || b != backendMemory {
+}
+
+// memoryBackendLimits returns the memory backend's limits when an encrypted
+// image's plaintext will go there, else nil.
+func (p *launchPlan) memoryBackendLimits(rootfs imageRootfs, who caller, cfg config) *memoryLimits {
+	if rootfs.kind != rootfsEncrypted || p.callerWritable(who) && cfg.userWritableImages == "refuse" ||
+		p.backendErr != nil || p.backend != backendMemory {
 		return nil
 	}
 	return &memoryLimits{uid: who.uid, maxMiB: cfg.memoryBackendMaxMiB, loops: loopLimitsFor(who, cfg)}
@@ -305,7 +312,11 @@ func (p *launchPlan) attachImage(rootfs imageRootfs, secret *unlockedImage, who 
 		return failf(ePolicy, "image %s can be modified by you; the administrator does not allow such images (user_writable_images = \"refuse\")", p.image.Name())
 	}
 	if rootfs.kind == rootfsEncrypted {
-		p.loop, err = attachEncrypted(p.image, rootfs, secret, who.uid, cfg, p.usesSealedCopy(who, cfg), loopLimitsFor(who, cfg))
+		if p.backendErr != nil {
+			secret.wipe()
+			return p.backendErr
+		}
+		p.loop, err = attachEncrypted(p.image, rootfs, secret, who.uid, p.backend, cfg.memoryBackendMaxMiB, loopLimitsFor(who, cfg))
 		return err
 	}
 	if p.usesSealedCopy(who, cfg) {

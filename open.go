@@ -23,6 +23,10 @@ type launchPlan struct {
 	loop          *os.File
 	rootTree      int // detached copy of a directory image
 
+	// An encrypted image's backend, chosen once (chooseBackend).
+	backend    string
+	backendErr error
+
 	binds      []hostBind     // in mount order: /tmp, /var/tmp, home, cwd, user binds
 	groupLines map[int]string // /etc/group lines for the caller's gids
 	cwd        string         // the caller's working directory (host path)
