@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -294,5 +295,104 @@ func TestAsCallerFsuid(t *testing.T) {
 				t.Errorf("error %v", r.err)
 			}
 		})
+	}
+}
+
+// FuzzArgv: the launch's argument vector (NUL-separated in the input).
+// Options end at IMAGE or at "--"; what follows IMAGE is the payload's, word
+// for word, whatever it looks like; the limits hold for what is accepted.
+func FuzzArgv(f *testing.F) {
+	for _, s := range []string{
+		"img\x00/bin/true", "-B\x00/a,/b:/c:ro\x00--pid\x00img\x00--pid\x00-x",
+		"--\x00-img\x00-v", "--env\x00A=1\x00-e\x00img\x00sh\x00--\x00-c", "--hostname=box\x00img\x00x",
+		"--add-caps\x00net_raw\x00--drop-caps=all\x00img\x00ping", "-pid=false\x00img\x00--\x00x",
+	} {
+		f.Add(byte(0), s)
+	}
+	f.Fuzz(func(t *testing.T, which byte, input string) {
+		cmd := []string{"exec", "run", "shell"}[int(which)%3]
+		args := strings.Split(input, "\x00")
+		for _, a := range args {
+			// -h and --help print the usage and exit the process.
+			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			if strings.HasPrefix(a, "-") && (name == "h" || name == "help") {
+				return
+			}
+		}
+		o, err := parseLaunch(cmd, args)
+		if err != nil {
+			if classOf(err) != eUsage {
+				t.Fatalf("parseLaunch(%q, %q): error not E_USAGE: %v", cmd, args, err)
+			}
+			return
+		}
+		at := len(args) - len(o.args) - 1 // where IMAGE was
+		if at < 0 || args[at] != o.image || !slices.Equal(args[at+1:], o.args) {
+			t.Fatalf("parseLaunch(%q, %q): image %q, payload %q: not IMAGE and the words after it", cmd, args, o.image, o.args)
+		}
+		if end := slices.Index(args, "--"); end >= 0 && end < at && at != end+1 {
+			t.Fatalf("parseLaunch(%q, %q): read %q after \"--\" as options", cmd, args, args[end+1:at])
+		}
+		if cmd == "exec" && len(o.args) == 0 {
+			t.Fatalf("exec accepted without a command: %q", args)
+		}
+		if len(o.binds) > maxBinds || len(o.env) > maxEnvFlags {
+			t.Fatalf("limits: %d binds, %d --env", len(o.binds), len(o.env))
+		}
+		for _, b := range o.binds {
+			if !strings.HasPrefix(b.dst, "/") || reservedDest(b.dst) || path.Clean(b.dst) != b.dst {
+				t.Fatalf("accepted bind %+v", b)
+			}
+		}
+	})
+}
+
+// FuzzMountinfo: procOptionsIn reads a mountinfo table (the kernel escapes
+// space, tab, newline and backslash in names as \ooo). Only the procfs at
+// exactly /proc counts, and only its hidepid=, subset= and gid= options come
+// out: they become mount data, so nothing else may.
+func FuzzMountinfo(f *testing.F) {
+	f.Add([]byte("22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw,hidepid=invisible,gid=27\n" +
+		"25 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"))
+	f.Add([]byte("30 1 0:5 / /pro\\143 rw - proc proc rw,hidepid=2\n31 1 0:6 / /proc rw - tmpfs tmpfs rw,gid=5\n"))
+	f.Add([]byte("40 1 0:7 / /proc rw shared:3 master:2 - proc proc rw,subset=pid,hidepid=1,,gid=9,x=1\n"))
+	f.Fuzz(func(t *testing.T, info []byte) {
+		got := procOptionsIn(info)
+		if got == "" {
+			return
+		}
+		if strings.ContainsAny(got, " \t\n\x00") {
+			t.Fatalf("options %q contain a separator", got)
+		}
+		for _, opt := range strings.Split(got, ",") {
+			if !strings.HasPrefix(opt, "hidepid=") && !strings.HasPrefix(opt, "subset=") && !strings.HasPrefix(opt, "gid=") {
+				t.Fatalf("option %q passed on from %q", opt, info)
+			}
+		}
+		found := false
+		for _, line := range strings.Split(string(info), "\n") {
+			fields := strings.Fields(line)
+			if i := slices.Index(fields, "-"); len(fields) > 4 && fields[4] == "/proc" && i > 0 && i+1 < len(fields) && fields[i+1] == "proc" {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("options %q from a table without a procfs at /proc: %q", got, info)
+		}
+	})
+}
+
+func TestProcOptionsIn(t *testing.T) {
+	for _, tc := range []struct{ info, want string }{
+		{"22 1 0:21 / /proc rw,nosuid shared:12 - proc proc rw,hidepid=invisible,gid=27\n", "hidepid=invisible,gid=27"},
+		{"22 1 0:21 / /proc rw - proc proc rw\n", ""},
+		{"30 1 0:5 / /pro\\143 rw - proc proc rw,hidepid=2\n", ""},                              // an escaped name is not /proc
+		{"31 1 0:6 / /proc rw - tmpfs tmpfs rw,gid=5\n", ""},                                    // not a procfs
+		{"40 1 0:7 / /proc rw shared:3 master:2 - proc proc rw,subset=pid,x=1\n", "subset=pid"}, // optional fields
+		{"41 1 0:7 / /proc/sys rw - proc proc rw,hidepid=2\n42 1 0:8 / /proc rw - proc proc rw,hidepid=1\n", "hidepid=1"},
+	} {
+		if got := procOptionsIn([]byte(tc.info)); got != tc.want {
+			t.Errorf("procOptionsIn(%q) = %q, want %q", tc.info, got, tc.want)
+		}
 	}
 }

@@ -704,6 +704,13 @@ func hostProcOptions() string {
 			return ""
 		}
 	}
+	return procOptionsIn(info)
+}
+
+// procOptionsIn finds the procfs mounted at /proc in a mountinfo table and
+// returns the options of it a new instance must repeat. Mount points are
+// octal-escaped by the kernel, so no name can pose as "/proc" or as a field.
+func procOptionsIn(info []byte) string {
 	for _, line := range strings.Split(string(info), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 10 || f[4] != "/proc" {
