@@ -768,7 +768,7 @@ func (n *nameLookup) lookup(db accountDB, key string, byName bool) (name string,
 }
 
 func idKey(id int) (string, bool) {
-	if id < 0 || id >= 1<<32-1 {
+	if id < 0 || int64(id) >= 1<<32-1 {
 		return "", false
 	}
 	return strconv.Itoa(id), true

@@ -299,6 +299,8 @@ func TestNameLookupFiles(t *testing.T) {
 			}
 			return []byte(files[path]), nil
 		}}
+	allOnes := ^uint32(0)
+	uidMinus1 := int(allOnes) // (uid_t)-1; -1 where int has 32 bits
 	for _, tc := range []struct {
 		id    int
 		group bool
@@ -306,7 +308,7 @@ func TestNameLookupFiles(t *testing.T) {
 		found bool
 	}{
 		{1000, false, "alice", true}, {0, false, "root", true}, {1001, false, "", false}, {5, false, "", false},
-		{-7, false, "", false}, {4294967295, false, "", false}, {3000, false, "", false},
+		{-7, false, "", false}, {uidMinus1, false, "", false}, {3000, false, "", false},
 		{1001, true, "netadm", true}, {1002, true, "", false}, {0, true, "root", true},
 	} {
 		var name string

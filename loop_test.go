@@ -126,14 +126,18 @@ func TestSharedLoopRecord(t *testing.T) {
 		return name
 	}
 	// The record's name, and what tells one symlink from its replacement.
-	recordOf := func() (string, [2]unix.Timespec) {
+	type identity struct {
+		ino   uint64
+		ctime unix.Timespec
+	}
+	recordOf := func() (string, identity) {
 		t.Helper()
 		name, err := os.Readlink(key)
 		var lst unix.Stat_t
 		if err != nil || unix.Lstat(key, &lst) != nil {
 			t.Fatalf("no record for the attach: %v", err)
 		}
-		return name, [2]unix.Timespec{lst.Ctim, {Sec: int64(lst.Ino)}}
+		return name, identity{uint64(lst.Ino), lst.Ctim}
 	}
 
 	// A stale record naming no device of ours is replaced.

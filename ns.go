@@ -688,7 +688,7 @@ func checkFSType(dst string, magic int64) error {
 	}
 	defer unix.Close(fd)
 	var sfs unix.Statfs_t
-	if err := unix.Fstatfs(fd, &sfs); err != nil || sfs.Type != magic {
+	if err := unix.Fstatfs(fd, &sfs); err != nil || uint32(sfs.Type) != uint32(magic) { // magics are 32 bits; Type is int32 on 386
 		return failf(eInternal, "%s is not the filesystem minirun mounted", dst)
 	}
 	return nil
