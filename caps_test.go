@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -356,5 +357,105 @@ func TestVerifyCredentials(t *testing.T) {
 	}
 	if err := verifyCredentials(filepath.Join(t.TempDir(), "missing"), who, set, true); classOf(err) != eInternal {
 		t.Errorf("unreadable status: %v, want E_INTERNAL", err)
+	}
+}
+
+// runSeccomp runs a classic BPF seccomp program (the opcodes tiocstiFilter
+// uses) over seccomp_data{nr, arch, ip, args[6]}, in the byte order the
+// audit architecture says.
+func runSeccomp(t *testing.T, prog []unix.SockFilter, audit, nr uint32, args [6]uint64) uint32 {
+	t.Helper()
+	data := make([]byte, 64)
+	le := audit&0x40000000 != 0
+	put32 := func(off int, v uint32) {
+		for i := 0; i < 4; i++ {
+			shift := 8 * i
+			if !le {
+				shift = 8 * (3 - i)
+			}
+			data[off+i] = byte(v >> shift)
+		}
+	}
+	put32(0, nr)
+	put32(4, audit)
+	for i, a := range args {
+		lo, hi := uint32(a), uint32(a>>32)
+		if le {
+			put32(16+8*i, lo)
+			put32(20+8*i, hi)
+		} else {
+			put32(16+8*i, hi)
+			put32(20+8*i, lo)
+		}
+	}
+	get32 := func(off int) uint32 {
+		var v uint32
+		for i := 0; i < 4; i++ {
+			shift := 8 * i
+			if !le {
+				shift = 8 * (3 - i)
+			}
+			v |= uint32(data[off+i]) << shift
+		}
+		return v
+	}
+	var acc uint32
+	for pc := 0; pc < len(prog); pc++ {
+		ins := prog[pc]
+		switch ins.Code {
+		case unix.BPF_LD | unix.BPF_W | unix.BPF_ABS:
+			acc = get32(int(ins.K))
+		case unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K:
+			if acc == ins.K {
+				pc += int(ins.Jt)
+			} else {
+				pc += int(ins.Jf)
+			}
+		case unix.BPF_RET | unix.BPF_K:
+			return ins.K
+		default:
+			t.Fatalf("opcode %#x not expected in the filter", ins.Code)
+		}
+	}
+	t.Fatal("the filter fell off its end")
+	return 0
+}
+
+// TestTIOCSTIFilter runs the filter of every architecture minirun knows on
+// what each kind of process there may call, and refuses the rest.
+func TestTIOCSTIFilter(t *testing.T) {
+	deny := unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
+	for goarch, arches := range tiocstiArches {
+		prog, err := tiocstiFilter(goarch)
+		if err != nil || len(prog) > 255 {
+			t.Fatalf("%s: %d instructions, %v", goarch, len(prog), err)
+		}
+		for _, a := range arches {
+			for _, tc := range []struct {
+				nr   uint32
+				req  uint64
+				want uint32
+			}{
+				{a.ioctl, unix.TIOCSTI, deny},
+				{a.ioctl, 1<<32 | unix.TIOCSTI, deny}, // the kernel reads 32 bits of it
+				{a.ioctl, unix.TIOCSTI << 32, unix.SECCOMP_RET_ALLOW},
+				{a.ioctl, unix.TCGETS, unix.SECCOMP_RET_ALLOW},
+				{a.ioctl + 1, unix.TIOCSTI, unix.SECCOMP_RET_ALLOW},
+			} {
+				if got := runSeccomp(t, prog, a.audit, tc.nr, [6]uint64{0, tc.req}); got != tc.want {
+					t.Errorf("%s, audit arch %#x: syscall %d request %#x gives %#x, want %#x", goarch, a.audit, tc.nr, tc.req, got, tc.want)
+				}
+			}
+		}
+		// A process of an architecture the filter does not name is left alone.
+		if got := runSeccomp(t, prog, 0x12345678, 16, [6]uint64{0, unix.TIOCSTI}); got != unix.SECCOMP_RET_ALLOW {
+			t.Errorf("%s: unknown audit arch gives %#x", goarch, got)
+		}
+	}
+	if _, ok := tiocstiArches[runtime.GOARCH]; !ok {
+		t.Errorf("no TIOCSTI filter for the architecture the tests run on (%s)", runtime.GOARCH)
+	}
+	if _, err := tiocstiFilter("mips"); classOf(err) != eSystem {
+		t.Errorf("an architecture without a filter: %v, want E_SYSTEM (refused)", err)
 	}
 }

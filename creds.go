@@ -216,21 +216,42 @@ var statusFieldsChecked = []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "
 
 // blockTIOCSTI installs a per-thread seccomp filter failing
 // ioctl(fd, TIOCSTI) with EPERM, so the payload cannot push keystrokes into
-// the caller's terminal. The kernel truncates the request to 32 bits, so
-// only the low half is compared (0x100005412 is TIOCSTI too).
+// the caller's terminal.
 func blockTIOCSTI(sys syscaller) error {
-	type arch struct {
-		audit uint32
-		ioctl uint32
+	prog, err := tiocstiFilter(runtime.GOARCH)
+	if err != nil {
+		return err
 	}
-	var arches []arch
-	switch runtime.GOARCH {
-	case "amd64":
-		arches = []arch{{0xc000003e, 16}, {0x40000003, 54}} // x86_64, i386 compat
-	case "arm64":
-		arches = []arch{{0xc00000b7, 29}, {0x40000028, 54}} // aarch64, arm compat
-	default:
-		return nil
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if _, _, e := sys(unix.SYS_PRCTL, unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER,
+		uintptr(unsafe.Pointer(&fprog)), 0, 0, 0); e != 0 {
+		return failf(eSystem, "install the TIOCSTI filter: %w", e)
+	}
+	return nil
+}
+
+// tiocstiArches are, per GOARCH, the audit architectures a process may make
+// system calls as and their ioctl numbers: the native one and, where the
+// kernel runs 32-bit code too, the compat one.
+var tiocstiArches = map[string][]struct{ audit, ioctl uint32 }{
+	"amd64":   {{0xc000003e, 16}, {0x40000003, 54}}, // x86_64, i386
+	"386":     {{0x40000003, 54}},
+	"arm64":   {{0xc00000b7, 29}, {0x40000028, 54}}, // aarch64, arm
+	"arm":     {{0x40000028, 54}},
+	"ppc64le": {{0xc0000015, 54}},
+	"riscv64": {{0xc00000f3, 29}},
+	"s390x":   {{0x80000016, 54}},
+	"loong64": {{0xc0000102, 29}},
+}
+
+// tiocstiFilter is the filter for goarch. The kernel truncates the request
+// to 32 bits, so only the low half is compared (0x100005412 is TIOCSTI
+// too). An architecture without an entry is refused: the launch must not
+// go on without the filter.
+func tiocstiFilter(goarch string) ([]unix.SockFilter, error) {
+	arches, ok := tiocstiArches[goarch]
+	if !ok {
+		return nil, failf(eSystem, "no TIOCSTI filter for %s: refusing to start a container without it", goarch)
 	}
 	const (
 		ldW   = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
@@ -245,7 +266,7 @@ func blockTIOCSTI(sys syscaller) error {
 			unix.SockFilter{Code: jeqK, K: a.audit, Jt: 0, Jf: 5},
 			unix.SockFilter{Code: ldW, K: 0}, // nr
 			unix.SockFilter{Code: jeqK, K: a.ioctl, Jt: 0, Jf: 2},
-			unix.SockFilter{Code: ldW, K: 24}, // args[1], low 32 bits (little-endian)
+			unix.SockFilter{Code: ldW, K: 24 + argLowHalf(a.audit)}, // args[1], its low 32 bits
 			unix.SockFilter{Code: jeqK, K: unix.TIOCSTI, Jt: 1, Jf: 0},
 			unix.SockFilter{Code: retK, K: allow},
 		)
@@ -258,10 +279,14 @@ func blockTIOCSTI(sys syscaller) error {
 			prog[i].Jt = uint8(denyAt - i - 1)
 		}
 	}
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	if _, _, e := sys(unix.SYS_PRCTL, unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER,
-		uintptr(unsafe.Pointer(&fprog)), 0, 0, 0); e != 0 {
-		return failf(eSystem, "install the TIOCSTI filter: %w", e)
+	return prog, nil
+}
+
+// argLowHalf is where the low 32 bits of a 64-bit seccomp_data argument
+// lie: first on little-endian architectures, second on big-endian ones.
+func argLowHalf(audit uint32) uint32 {
+	if audit&0x40000000 != 0 { // __AUDIT_ARCH_LE
+		return 0
 	}
-	return nil
+	return 4
 }
