@@ -285,7 +285,8 @@ func (c *container) mountRoot(plan *launchPlan, rootfs imageRootfs) error {
 // stagedRoot holds the staged root open while the container is built, so
 // that resolveInRoot need not walk to it for every mount point. It shows
 // the mount that was on top when it was opened: a tmpfs laid over the root
-// directory itself (an underlay) makes it stale, and it is dropped then.
+// directory itself (an underlay) makes it stale, so writableDir opens it
+// again after each underlay.
 var stagedRoot = -1
 
 func holdStagedRoot() {
