@@ -509,57 +509,15 @@ func TestIntegrationEncryptedBuildAsUser(t *testing.T) {
 	})
 }
 
-// TestIntegrationEncryptedStartup compares the start of a PEM image with its
-// plain twin (the same squashfs): the memory backend decrypts the whole image,
-// so the difference is the decryption of a ~1 MiB squashfs plus RSA and PBKDF2.
-func TestIntegrationEncryptedStartup(t *testing.T) {
-	x := encIntegration(t)
-	encSub(t, "root", func(t *testing.T) {
-		best := func(args ...string) time.Duration {
-			b := time.Hour
-			for i := 0; i < 5; i++ {
-				start := time.Now()
-				x.ok(t, itRunOpts{as: itAsRoot}, args...)
-				b = min(b, time.Since(start))
-			}
-			return b
-		}
-		plain := best("exec", x.sifLib, "/bin/true")
-		pem := best("exec", "--pem-path", x.rootKey, x.pem, "/bin/true")
-		t.Logf("startup: plain %v, PEM-encrypted %v (ratio %.2f)", plain, pem, float64(pem)/float64(plain))
-		if pem > plain+500*time.Millisecond {
-			t.Errorf("PEM image starts %v slower than its plain twin", pem-plain)
-		}
-	})
-}
-
 // TestIntegrationEncryptedBackendChosenOnce: a launch asks the kernel
 // whether dm-crypt can run once, though both the unlock (whether to read
 // ahead) and the attach need the answer.
 func TestIntegrationEncryptedBackendChosenOnce(t *testing.T) {
 	x := encIntegration(t)
-	strace, err := exec.LookPath("strace")
-	if err != nil {
-		t.Fatalf("strace not found (run 'make deps'): %v", err)
-	}
 	for _, w := range itCallers {
 		encSub(t, w.String(), func(t *testing.T) {
-			trace := filepath.Join(t.TempDir(), "trace")
-			args := []string{"-f", "-qq", "-e", "trace=open,openat,openat2", "-o", trace}
-			if w == itAsUser {
-				args = append(args, "-u", x.user.name)
-			}
-			args = append(args, x.suid, "exec", "--pem-path", x.keyFor(w), x.pem, "/bin/true")
-			cmd := exec.Command(strace, args...)
-			cmd.Dir = "/"
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("strace %q: %v\n%s", args, err, out)
-			}
-			text, err := os.ReadFile(trace)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n := strings.Count(string(text), `"/dev/mapper/control"`); n != 1 {
+			text := itStrace(t, x.itEnv, w, "open,openat,openat2", "exec", "--pem-path", x.keyFor(w), x.pem, "/bin/true")
+			if n := strings.Count(text, `"/dev/mapper/control"`); n != 1 {
 				t.Errorf("the launch opened /dev/mapper/control %d times, want once", n)
 			}
 		})

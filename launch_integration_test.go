@@ -97,12 +97,34 @@ func itSigMask(t *testing.T, status, field string) uint64 {
 // and the scheduler then polls epoll whenever a thread idles (issue 6:
 // nothing before execve that the launch does not need). strace -u runs the
 // setuid binary as the user with its setuid bit in force.
-func TestIntegrationNoNetpoller(t *testing.T) {
-	e := itIntegration(t)
+// itStrace runs the setuid install with args as w under strace -f,
+// tracing the system calls named in filter, and returns the trace.
+func itStrace(t *testing.T, e *itEnv, w itWho, filter string, args ...string) string {
+	t.Helper()
 	strace, err := exec.LookPath("strace")
 	if err != nil {
 		t.Fatalf("strace not found (run 'make deps'): %v", err)
 	}
+	trace := filepath.Join(t.TempDir(), "trace")
+	sargs := []string{"-f", "-qq", "-e", "trace=" + filter, "-o", trace}
+	if w == itAsUser {
+		sargs = append(sargs, "-u", e.user.name)
+	}
+	sargs = append(append(sargs, e.suid), args...)
+	cmd := exec.Command(strace, sargs...)
+	cmd.Dir = "/"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("strace %q: %v\n%s", sargs, err, out)
+	}
+	text, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(text)
+}
+
+func TestIntegrationNoNetpoller(t *testing.T) {
+	e := itIntegration(t)
 	for _, w := range []itWho{itAsRoot, itAsUser} {
 		for _, c := range []struct {
 			name string
@@ -113,25 +135,11 @@ func TestIntegrationNoNetpoller(t *testing.T) {
 			{"pid", []string{"exec", "--pid", e.sqfs, "/bin/true"}},
 		} {
 			itSub(t, w.String()+"/"+c.name, func(t *testing.T) {
-				trace := filepath.Join(t.TempDir(), "trace")
-				args := []string{"-f", "-qq", "-e", "trace=epoll_create,epoll_create1,eventfd2,execve", "-o", trace}
-				if w == itAsUser {
-					args = append(args, "-u", e.user.name)
-				}
-				args = append(append(args, e.suid), c.args...)
-				cmd := exec.Command(strace, args...)
-				cmd.Dir = "/"
-				if out, err := cmd.CombinedOutput(); err != nil {
-					t.Fatalf("strace %q: %v\n%s", args, err, out)
-				}
-				text, err := os.ReadFile(trace)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !strings.Contains(string(text), `execve("/bin/true"`) {
+				text := itStrace(t, e, w, "epoll_create,epoll_create1,eventfd2,execve", c.args...)
+				if !strings.Contains(text, `execve("/bin/true"`) {
 					t.Fatalf("the trace did not follow the launch to the payload:\n%s", text)
 				}
-				for _, line := range strings.Split(string(text), "\n") {
+				for _, line := range strings.Split(text, "\n") {
 					if strings.Contains(line, "epoll_create") || strings.Contains(line, "eventfd2") {
 						t.Errorf("the launch started the netpoller: %s", line)
 					}

@@ -14,7 +14,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestLoopLimits(t *testing.T) {
+// loopTestImage is a 1 MiB file to attach, for tests that need root and
+// loop devices.
+func loopTestImage(t *testing.T) *os.File {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for loop devices (CI runs as root)")
 	}
@@ -32,7 +35,12 @@ func TestLoopLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func TestLoopLimits(t *testing.T) {
+	f := loopTestImage(t)
 	// A uid no other test uses, so concurrent runs do not disturb the counts.
 	uid := 3_900_000 + os.Getpid()%100_000
 	user := loopLimits{perUser: 1, total: -1}
@@ -91,24 +99,7 @@ func TestLoopLimits(t *testing.T) {
 // TestSharedLoopRecord: the registry names the device of each attach; a
 // record that already names it is left as it is, a wrong one is replaced.
 func TestSharedLoopRecord(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for loop devices (CI runs as root)")
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skip("no /dev/loop-control in this environment")
-	}
-	if err := ensureStateDirs(); err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(t.TempDir(), "img")
-	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := loopTestImage(t)
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		t.Fatal(err)
