@@ -1064,7 +1064,7 @@ func readProcFile(name string, limit int64) ([]byte, error) {
 		return nil, &os.PathError{Op: "open", Path: name, Err: err}
 	}
 	defer unix.Close(fd)
-	buf := make([]byte, 0, min(16<<10, limit+1))
+	buf := make([]byte, 0, min(4<<10, limit+1)) // status and most mountinfo tables fit; it grows
 	for {
 		if len(buf) == cap(buf) {
 			if int64(len(buf)) > limit {
