@@ -768,11 +768,9 @@ func (c *container) mountDev(dev *hostDevices) error {
 	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOEXEC}
 	unix.MountSetattr(tmp, "", unix.AT_EMPTY_PATH, &attr)
 	for _, n := range minimalDevices {
-		f, err := unix.Openat(tmp, n.name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0666)
-		if err != nil {
+		if err := unix.Mknodat(tmp, n.name, unix.S_IFREG|0644, 0); err != nil { // an empty file, no descriptor
 			return failf(eSystem, "create /dev/%s: %w", n.name, err)
 		}
-		unix.Close(f)
 	}
 	for _, d := range []string{"pts", "shm"} {
 		if err := unix.Mkdirat(tmp, d, 0755); err != nil {
@@ -792,14 +790,11 @@ func (c *container) mountDev(dev *hostDevices) error {
 		return err
 	}
 	// Host nodes were opened and checked in this namespace; each is cloned
-	// from its descriptor and attached over its placeholder in the tmpfs.
+	// from its descriptor and attached over its placeholder in the tmpfs,
+	// named from the tmpfs's own mount (nothing else can be there).
 	for _, n := range minimalDevices {
 		node := dev.nodes[n.name]
-		dst, err := unix.Openat(tmp, n.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err == nil {
-			err = bindFD(node, dst, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC)
-			unix.Close(dst)
-		}
+		err := bindFDAt(node, tmp, n.name, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC)
 		unix.Close(node)
 		if err != nil {
 			return failf(eSystem, "bind /dev/%s: %w", n.name, err)
@@ -932,6 +927,12 @@ func (c *container) bindHostFile(name string) {
 
 // bindFD binds the object open at src onto the open mount point dst.
 func bindFD(src, dst int, attr uint64) error {
+	return bindFDAt(src, dst, "", attr)
+}
+
+// bindFDAt binds the object open at src onto name in the directory open at
+// dir, not following a symbolic link there; "" is dir itself.
+func bindFDAt(src, dir int, name string, attr uint64) error {
 	tree, err := unix.OpenTree(src, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
 	if err != nil {
 		return err
@@ -940,7 +941,11 @@ func bindFD(src, dst int, attr uint64) error {
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: attr}); err != nil {
 		return err
 	}
-	return unix.MoveMount(tree, "", dst, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+	flags := unix.MOVE_MOUNT_F_EMPTY_PATH
+	if name == "" {
+		flags |= unix.MOVE_MOUNT_T_EMPTY_PATH
+	}
+	return unix.MoveMount(tree, "", dir, name, flags)
 }
 
 // bindPath binds the file at src, a root-controlled path in this
