@@ -144,12 +144,18 @@ func gapsNetBindService(t *testing.T, a *advEnv, _ gapsEnc) {
 	o := advRun{who: advAsUser, bin: a.cfg.bin}
 	grant := "[users]\n" + a.user.name + " = [\"CAP_NET_BIND_SERVICE\"]\n"
 	// In a new network namespace (port 80 of the host may be taken) with a
-	// private /tmp (--contain), so nothing lands on the host.
+	// private /tmp (--contain), so nothing lands on the host. The client
+	// starts once /proc/net/tcp shows the listener (or the listener is gone:
+	// the control), and the listener gets time to print what it received
+	// before it is stopped: on a loaded machine (the rest of make test) a
+	// fixed 3 s of retries was not enough once.
 	script := `echo payload; grep ^Cap /proc/$$/status
 echo child; sh -c 'grep ^Cap /proc/$$/status'
 echo bind
 nc -l -p 80 & l=$!
-for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do echo bound-80 | nc 127.0.0.1 80 2>/dev/null && break; sleep 0.2; done
+i=0; until grep -q ':0050 0*:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null || ! kill -0 $l 2>/dev/null || [ $i = 200 ]; do i=$((i+1)); sleep 0.05; done
+i=0; until ! kill -0 $l 2>/dev/null || echo bound-80 | nc 127.0.0.1 80 2>/dev/null || [ $i = 50 ]; do i=$((i+1)); sleep 0.2; done
+i=0; while kill -0 $l 2>/dev/null && [ $i != 40 ]; do i=$((i+1)); sleep 0.05; done
 kill $l 2>/dev/null; wait $l 2>/dev/null
 echo rest
 touch /tmp/f; chown 0 /tmp/f 2>&1 || echo chown-refused
