@@ -319,7 +319,9 @@ func FuzzArgv(f *testing.F) {
 				return
 			}
 		}
-		o, err := parseLaunch(cmd, args)
+		var o *options
+		var err error
+		sifCheckAlloc(t, 1<<20+uint64(16*len(input)), func() { o, err = parseLaunch(cmd, args) })
 		if err != nil {
 			if classOf(err) != eUsage {
 				t.Fatalf("parseLaunch(%q, %q): error not E_USAGE: %v", cmd, args, err)
@@ -357,7 +359,8 @@ func FuzzMountinfo(f *testing.F) {
 	f.Add([]byte("30 1 0:5 / /pro\\143 rw - proc proc rw,hidepid=2\n31 1 0:6 / /proc rw - tmpfs tmpfs rw,gid=5\n"))
 	f.Add([]byte("40 1 0:7 / /proc rw shared:3 master:2 - proc proc rw,subset=pid,hidepid=1,,gid=9,x=1\n"))
 	f.Fuzz(func(t *testing.T, info []byte) {
-		got := procOptionsIn(info)
+		var got string
+		sifCheckAlloc(t, 64<<10+uint64(32*len(info)), func() { got = procOptionsIn(info) })
 		if got == "" {
 			return
 		}
