@@ -400,4 +400,14 @@ func TestProcOptionsIn(t *testing.T) {
 			t.Errorf("procOptionsIn(%q) = %q, want %q", tc.info, got, tc.want)
 		}
 	}
+	// An option it cannot make sense of is passed on, not dropped: a procfs
+	// mounted without the host's hidepid= would show more than the host's.
+	// With a NUL in it the mount is refused, so the launch fails closed.
+	odd := "0 0 0 0 /proc 0 - proc 0 hidepid=2\x00x"
+	if got := procOptionsIn([]byte(odd)); got != "hidepid=2\x00x" {
+		t.Errorf("procOptionsIn(%q) = %q, want the option as it is", odd, got)
+	}
+	if _, err := unix.BytePtrFromString("hidepid=2\x00x"); err == nil {
+		t.Error("mount data with a NUL would reach the kernel")
+	}
 }
