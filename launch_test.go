@@ -332,7 +332,10 @@ func FuzzArgv(f *testing.F) {
 		if at < 0 || args[at] != o.image || !slices.Equal(args[at+1:], o.args) {
 			t.Fatalf("parseLaunch(%q, %q): image %q, payload %q: not IMAGE and the words after it", cmd, args, o.image, o.args)
 		}
-		if end := slices.Index(args, "--"); end >= 0 && end < at && at != end+1 {
+		// A "--" ends the options, unless it is the value of the option
+		// before it (--hostname --).
+		if end := slices.Index(args, "--"); end >= 0 && end < at && at != end+1 &&
+			(end == 0 || !strings.HasPrefix(args[end-1], "-") || strings.Contains(args[end-1], "=")) {
 			t.Fatalf("parseLaunch(%q, %q): read %q after \"--\" as options", cmd, args, args[end+1:at])
 		}
 		if cmd == "exec" && len(o.args) == 0 {
