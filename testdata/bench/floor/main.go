@@ -3,11 +3,15 @@
 // chroot, exec). No config, no policy, no checks. Not installed; `make bench` only.
 //
 //	floor IMAGE.sqfs CMD [ARG...]   squashfs through a read-only autoclear loop device
+//	floor -part OFFSET SIZE IMAGE CMD [ARG...]
+//	                                the squashfs partition at OFFSET of a SIF
+//	                                (the harness reads both from the descriptor)
 //	floor -dir DIR CMD [ARG...]     directory: one bind mount, chroot
 //	floor -noop                     start and exit (the Go runtime's share)
 //
 // When installed setuid-root it drops to the real uid and gid just before
-// exec, which is the least a setuid launch must do.
+// exec, on the exec thread only (execve ends the others, still root), which
+// is the least a setuid launch must do.
 package main
 
 import (
@@ -30,23 +34,35 @@ func main() {
 		return // the cost of starting this binary alone
 	}
 	dir := false
-	if len(args) > 0 && args[0] == "-dir" {
+	var part [2]uint64 // offset, size; 0, 0: the whole file
+	switch {
+	case len(args) > 0 && args[0] == "-dir":
 		dir, args = true, args[1:]
+	case len(args) > 2 && args[0] == "-part":
+		for i := range part {
+			n, err := strconv.ParseUint(args[1+i], 10, 64)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "floor: -part:", err)
+				os.Exit(2)
+			}
+			part[i] = n
+		}
+		args = args[3:]
 	}
 	if len(args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: floor [-dir] IMAGE|DIR CMD [ARG...]")
+		fmt.Fprintln(os.Stderr, "usage: floor [-dir | -part OFFSET SIZE] IMAGE|DIR CMD [ARG...]")
 		os.Exit(2)
 	}
-	if err := launch(args[0], dir, args[1:]); err != nil {
+	if err := launch(args[0], dir, part, args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(255)
 	}
 }
 
-func launch(src string, dir bool, argv []string) error {
+func launch(src string, dir bool, part [2]uint64, argv []string) error {
 	var loopDev string
 	if !dir {
-		name, err := attachLoop(src)
+		name, err := attachLoop(src, part)
 		if err != nil {
 			return err
 		}
@@ -76,20 +92,22 @@ func launch(src string, dir bool, argv []string) error {
 	if err := unix.Chdir("/"); err != nil {
 		return fmt.Errorf("chdir: %w", err)
 	}
+	// Raw calls: Go's setters change every thread of the process (one
+	// signal round trip each), where execve keeps only this one.
 	if uid, gid := unix.Getuid(), unix.Getgid(); uid != 0 {
-		if err := unix.Setresgid(gid, gid, gid); err != nil {
-			return fmt.Errorf("setresgid: %w", err)
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)); e != 0 {
+			return fmt.Errorf("setresgid: %w", e)
 		}
-		if err := unix.Setresuid(uid, uid, uid); err != nil {
-			return fmt.Errorf("setresuid: %w", err)
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+			return fmt.Errorf("setresuid: %w", e)
 		}
 	}
 	return fmt.Errorf("exec %s: %w", argv[0], syscall.Exec(argv[0], argv, []string{"PATH=/bin:/usr/bin"}))
 }
 
-// attachLoop binds the whole image read-only with autoclear; the device
-// stays alive through the mount after our descriptors close at exec.
-func attachLoop(image string) (string, error) {
+// attachLoop binds the image (or part of it) read-only with autoclear; the
+// device stays alive through the mount after our descriptors close at exec.
+func attachLoop(image string, part [2]uint64) (string, error) {
 	img, err := unix.Open(image, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "", fmt.Errorf("open %s: %w", image, err)
@@ -99,6 +117,7 @@ func attachLoop(image string) (string, error) {
 		return "", fmt.Errorf("open /dev/loop-control: %w", err)
 	}
 	cfg := unix.LoopConfig{Fd: uint32(img)}
+	cfg.Info.Offset, cfg.Info.Sizelimit = part[0], part[1]
 	cfg.Info.Flags = unix.LO_FLAGS_READ_ONLY | unix.LO_FLAGS_AUTOCLEAR
 	for try := 0; try < 64; try++ {
 		n, err := unix.IoctlRetInt(ctl, unix.LOOP_CTL_GET_FREE)

@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/apptainer/sif/v2/pkg/sif"
 	"golang.org/x/sys/unix"
 )
 
@@ -102,6 +103,7 @@ func main() {
 	run("sh", "testdata/mkrootfs.sh", rootfs)
 	formats := []string{"gzip", "lz4", "zstd", "none"}
 	images := map[string]string{}
+	sifs := map[string]sifImage{}
 	for _, f := range formats {
 		path := filepath.Join(img, f+".sqfs")
 		args := []string{rootfs, path, "-all-root", "-noappend", "-quiet", "-no-progress"}
@@ -116,7 +118,9 @@ func main() {
 		st, err := os.Stat(path)
 		must(err)
 		r.imageSizes = append(r.imageSizes, [2]string{f, kib(st.Size())})
+		sifs[f] = wrapSIF(path, filepath.Join(img, f+".sif"))
 	}
+	r.imageCmds = append(r.imageCmds, "# each FORMAT.sqfs is then wrapped in FORMAT.sif by the sif library (github.com/apptainer/sif/v2: a definition file, then the squashfs as the primary system partition)")
 	runcBundles := setupRunc(rootfs, usr)
 	log("building encrypted images with %s build", minirun)
 	r.enc = buildEncrypted(minirun, rootfs, img, usr)
@@ -132,6 +136,12 @@ func main() {
 			cmds = append(cmds,
 				fixed(f, "minirun", who, minirun, "exec", images[f], "/bin/true"),
 				fixed(f, "floor", who, floorBin, images[f], "/bin/true"))
+		}
+		for _, f := range formats {
+			part := sifs[f]
+			cmds = append(cmds,
+				fixed("sif-"+f, "minirun", who, minirun, "exec", part.path, "/bin/true"),
+				fixed("sif-"+f, "floor", who, floorBin, "-part", strconv.FormatInt(part.offset, 10), strconv.FormatInt(part.size, 10), part.path, "/bin/true"))
 		}
 		cmds = append(cmds,
 			fixed("sif", "minirun", who, minirun, "exec", r.enc.plain, "/bin/true"),
@@ -881,4 +891,33 @@ func cmdOutput(name string, args ...string) string {
 		return "not installed"
 	}
 	return firstLine(string(bytes.TrimSpace(outp)))
+}
+
+// sifImage is a SIF and where its squashfs partition lies in it.
+type sifImage struct {
+	path         string
+	offset, size int64
+}
+
+// wrapSIF packs the squashfs at sqfs into a SIF at dst with the reference
+// library (a definition file first, so the partition does not start the
+// data area), and reads the partition's place back from its descriptor for
+// the floor, which does no SIF parsing of its own.
+func wrapSIF(sqfs, dst string) sifImage {
+	f, err := os.Open(sqfs)
+	must(err)
+	defer f.Close()
+	def, err := sif.NewDescriptorInput(sif.DataDeffile, strings.NewReader("Bootstrap: scratch\n"))
+	must(err)
+	part, err := sif.NewDescriptorInput(sif.DataPartition, f,
+		sif.OptPartitionMetadata(sif.FsSquash, sif.PartPrimSys, runtime.GOARCH))
+	must(err)
+	img, err := sif.CreateContainerAtPath(dst, sif.OptCreateWithDescriptors(def, part))
+	must(err)
+	d, err := img.GetDescriptor(sif.WithPartitionType(sif.PartPrimSys))
+	must(err)
+	out := sifImage{path: dst, offset: d.Offset(), size: d.Size()}
+	must(img.UnloadContainer())
+	must(os.Chmod(dst, 0644))
+	return out
 }
