@@ -61,10 +61,40 @@ func attachSharedLoop(image *os.File, offset, size int64, uid int, lim loopLimit
 	// lowest free index, often the one the last run of this image freed)
 	// is already right.
 	if err == nil && recorded != dev.Name() {
+		trimLoopIndex(loopIndexDir, loopIndexMaxBytes)
 		os.Remove(key)
 		os.Symlink(dev.Name(), key) // best effort: without it the next launch attaches its own
 	}
 	return dev, err
+}
+
+// loopIndexMaxBytes is the index directory's size (st_size: 20 bytes a
+// record on tmpfs, about 50 on ext4) past which it is started afresh.
+var loopIndexMaxBytes int64 = 64 << 10
+
+// trimLoopIndex empties the index once its directory has grown past
+// maxBytes. Every distinct image ever run leaves a record, so without this
+// the directory would grow for the host's uptime (for good where /run is
+// not a tmpfs). The index is only a cache, and the caller holds the loop
+// lock, so no launch reads it meanwhile. The directory is replaced, not
+// emptied in place: ext4 never shrinks a directory, and its size would
+// stay past the limit. Only the size is looked at, so a launch that
+// writes a record pays one lstat.
+func trimLoopIndex(dir string, maxBytes int64) bool {
+	var st unix.Stat_t
+	if unix.Lstat(dir, &st) != nil || st.Size <= maxBytes {
+		return false
+	}
+	old := dir + ".old"
+	os.RemoveAll(old) // from a launch killed while trimming
+	if unix.Rename(dir, old) != nil {
+		return false
+	}
+	if err := unix.Mkdir(dir, 0700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return false // the next launch's ensureStateDirs makes it
+	}
+	os.RemoveAll(old)
+	return true
 }
 
 // openMatchingLoop opens the loop device name if it is bound, right now, to

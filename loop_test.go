@@ -159,3 +159,74 @@ func TestSharedLoopRecord(t *testing.T) {
 	}
 	t.Errorf("in 20 attaches the kernel never handed out the recorded device again")
 }
+
+// TestTrimLoopIndex: past its size limit the index directory is replaced by
+// an empty one, root-only like the original; under the limit it is left
+// alone.
+func TestTrimLoopIndex(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "loops")
+	if err := os.Mkdir(dir, 0700); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 300; i++ {
+		if err := os.Symlink("/dev/loop"+fmt.Sprint(i), filepath.Join(dir, fmt.Sprintf("2049-%d-0-4096", 1000+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if trimLoopIndex(dir, st.Size) {
+		t.Fatal("trimmed at exactly its limit")
+	}
+	if names, _ := os.ReadDir(dir); len(names) != 300 {
+		t.Fatalf("%d records left under the limit, want 300", len(names))
+	}
+	if !trimLoopIndex(dir, st.Size-1) {
+		t.Fatal("not trimmed past its limit")
+	}
+	names, err := os.ReadDir(dir)
+	if err != nil || len(names) != 0 {
+		t.Fatalf("after the trim: %d records, %v", len(names), err)
+	}
+	if err := unix.Lstat(dir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Mode&0777 != 0700 {
+		t.Fatalf("new index directory mode %o, %v", st.Mode, err)
+	}
+	if _, err := os.Lstat(dir + ".old"); !os.IsNotExist(err) {
+		t.Fatalf("the old directory is left: %v", err)
+	}
+}
+
+// TestSharedLoopIndexTrimmed: a launch that writes a record first trims an
+// index past its limit, so records of images run long ago do not pile up,
+// and the launch's own record survives the trim.
+func TestSharedLoopIndexTrimmed(t *testing.T) {
+	f := loopTestImage(t)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	key := fmt.Sprintf("%s/%d-%d-%d-%d", loopIndexDir, st.Dev, st.Ino, 0, 4096)
+	stale := filepath.Join(loopIndexDir, fmt.Sprintf("trim-test-%d", os.Getpid()))
+	if err := os.Symlink("/dev/loop-gone", stale); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(stale); os.Remove(key) })
+	saved := loopIndexMaxBytes
+	loopIndexMaxBytes = 0 // any directory holding a record is past it
+	t.Cleanup(func() { loopIndexMaxBytes = saved })
+
+	dev, err := attachSharedLoop(f, 0, 4096, 0, noLoopLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := dev.Name()
+	dev.Close()
+	if _, err := os.Lstat(stale); !os.IsNotExist(err) {
+		t.Fatalf("a record of another image survived the trim: %v", err)
+	}
+	if got, err := os.Readlink(key); err != nil || got != name {
+		t.Fatalf("the launch's own record: %q, %v; want %s", got, err, name)
+	}
+}
