@@ -49,7 +49,7 @@ func attachSharedLoop(image *os.File, offset, size int64, uid int, lim loopLimit
 	if !lockWithin(lock, loopLockPatience) {
 		return attachLoopWithin(image, offset, size, uid, lim)
 	}
-	key := fmt.Sprintf("%s/%d-%d-%d-%d", loopIndexDir, st.Dev, st.Ino, offset, size)
+	key := loopIndexKey(&st, offset, size)
 	recorded, err := os.Readlink(key)
 	if err == nil {
 		if dev := openMatchingLoop(recorded, &st, offset, size); dev != nil {
@@ -66,6 +66,11 @@ func attachSharedLoop(image *os.File, offset, size int64, uid int, lim loopLimit
 		os.Symlink(dev.Name(), key) // best effort: without it the next launch attaches its own
 	}
 	return dev, err
+}
+
+// loopIndexKey is the index record for these bytes of the file st describes.
+func loopIndexKey(st *unix.Stat_t, offset, size int64) string {
+	return fmt.Sprintf("%s/%d-%d-%d-%d", loopIndexDir, st.Dev, st.Ino, offset, size)
 }
 
 // loopIndexMaxBytes is the index directory's size (st_size: 20 bytes a

@@ -39,6 +39,16 @@ func loopTestImage(t *testing.T) *os.File {
 	return f
 }
 
+// loopTestKey is the shared-loop index record for the first 4096 bytes of f.
+func loopTestKey(t *testing.T, f *os.File) string {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	return loopIndexKey(&st, 0, 4096)
+}
+
 func TestLoopLimits(t *testing.T) {
 	f := loopTestImage(t)
 	// A uid no other test uses, so concurrent runs do not disturb the counts.
@@ -100,11 +110,7 @@ func TestLoopLimits(t *testing.T) {
 // record that already names it is left as it is, a wrong one is replaced.
 func TestSharedLoopRecord(t *testing.T) {
 	f := loopTestImage(t)
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
-	key := fmt.Sprintf("%s/%d-%d-%d-%d", loopIndexDir, st.Dev, st.Ino, 0, 4096)
+	key := loopTestKey(t, f)
 	t.Cleanup(func() { os.Remove(key) })
 	attach := func() string {
 		t.Helper()
@@ -203,11 +209,7 @@ func TestTrimLoopIndex(t *testing.T) {
 // and the launch's own record survives the trim.
 func TestSharedLoopIndexTrimmed(t *testing.T) {
 	f := loopTestImage(t)
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
-	key := fmt.Sprintf("%s/%d-%d-%d-%d", loopIndexDir, st.Dev, st.Ino, 0, 4096)
+	key := loopTestKey(t, f)
 	stale := filepath.Join(loopIndexDir, fmt.Sprintf("trim-test-%d", os.Getpid()))
 	if err := os.Symlink("/dev/loop-gone", stale); err != nil {
 		t.Fatal(err)
