@@ -149,6 +149,50 @@ func TestIntegrationNoNetpoller(t *testing.T) {
 	}
 }
 
+// A user's launch of a squashfs image reads the image's /etc/passwd and
+// /etc/group ahead on another thread (prefetchAccountFiles), so the loop
+// device's round trips overlap with the mounts the exec thread makes; a
+// root launch, which leaves both files as they are, reads neither.
+func TestIntegrationAccountFilesPrefetched(t *testing.T) {
+	e := itIntegration(t)
+	for _, w := range []itWho{itAsRoot, itAsUser} {
+		itSub(t, w.String(), func(t *testing.T) {
+			text := itStrace(t, e, w, "openat2,execve", "exec", e.sqfs, "/bin/true")
+			execTID := ""
+			readers := map[string]map[string]bool{} // file -> threads that opened it in the image
+			for _, line := range strings.Split(text, "\n") {
+				tid, call, _ := strings.Cut(line, " ")
+				if strings.HasPrefix(call, `execve("/bin/true"`) {
+					execTID = tid
+				}
+				for _, f := range []string{"/etc/passwd", "/etc/group"} {
+					if strings.HasPrefix(call, "openat2(") && strings.Contains(call, `"`+f+`"`) && strings.Contains(call, "RESOLVE_IN_ROOT") {
+						if readers[f] == nil {
+							readers[f] = map[string]bool{}
+						}
+						readers[f][tid] = true
+					}
+				}
+			}
+			if execTID == "" {
+				t.Fatalf("the trace did not follow the launch to the payload:\n%s", text)
+			}
+			for _, f := range []string{"/etc/passwd", "/etc/group"} {
+				other := false
+				for tid := range readers[f] {
+					other = other || tid != execTID
+				}
+				switch {
+				case w == itAsRoot && len(readers[f]) > 0:
+					t.Errorf("a root launch opened the image's %s (threads %v)", f, readers[f])
+				case w == itAsUser && (!readers[f][execTID] || !other):
+					t.Errorf("the image's %s was opened by threads %v; want the exec thread %s and one other", f, readers[f], execTID)
+				}
+			}
+		})
+	}
+}
+
 // Concurrent launches of one image share one loop device (the default);
 // with shared_loop_devices = false each launch attaches its own.
 func TestIntegrationSharedLoopDevices(t *testing.T) {

@@ -154,6 +154,9 @@ func prepareContainer(o *options, who caller, user account, cfg config, plan *la
 	}
 	holdStagedRoot()
 	defer dropStagedRoot()
+	if !who.root() {
+		prefetchAccountFiles()
+	}
 	if err := c.mountKernelFilesystems(o, cfg, dev); err != nil {
 		return err
 	}
@@ -850,6 +853,41 @@ func appendLine(data []byte, line string) []byte {
 		data = append(data, '\n')
 	}
 	return append(data, line+"\n"...)
+}
+
+// prefetchAccountFiles reads the start of the image's /etc/passwd and
+// /etc/group on another thread and throws the bytes away. On a squashfs
+// just mounted each first read is a round trip through the loop device,
+// three or four of them (0.24 ms of a user's launch on the bench host);
+// done here, they overlap with the /proc, /sys, /dev and bind mounts this
+// thread makes next, and writeAccountFiles, which reads the files again
+// after the binds, finds them cached. Nothing read here is used, so a bind
+// over /etc changes nothing. The descriptor resolves inside the image's
+// mount from any thread: the other threads are in the host's namespace.
+// Opened without blocking (a FIFO), never through a symlink, and only
+// regular files are read; execve ends the thread if it is still reading.
+func prefetchAccountFiles() {
+	root, err := unix.FcntlInt(uintptr(stagedRoot), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	go func() {
+		defer unix.Close(root)
+		var buf [4096]byte
+		how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_SYMLINKS}
+		for _, name := range []string{"/etc/passwd", "/etc/group"} {
+			fd, err := unix.Openat2(root, name, &how)
+			if err != nil {
+				continue
+			}
+			var st unix.Stat_t
+			if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+				unix.Read(fd, buf[:])
+			}
+			unix.Close(fd)
+		}
+	}()
 }
 
 // readImageFile reads a regular file of the image, bounded; false when it
