@@ -154,7 +154,7 @@ func prepareContainer(o *options, who caller, user account, cfg config, plan *la
 	}
 	holdStagedRoot()
 	defer dropStagedRoot()
-	if !who.root() {
+	if !who.root() && rootfs.format != "dir" { // a directory's files are in the page cache
 		prefetchAccountFiles()
 	}
 	if err := c.mountKernelFilesystems(o, cfg, dev); err != nil {
