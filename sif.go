@@ -169,6 +169,7 @@ func locateRootfs(r io.ReaderAt, fileSize int64, name string) (root imageRootfs,
 	if err := sifReadAt(r, head, 0, name, "image header"); err != nil {
 		return imageRootfs{}, err
 	}
+	r = cachedHead{head, r} // the parsers below start at 0 too: no byte is read twice
 	switch {
 	case len(head) >= 42 && bytes.Equal(head[32:42], sifMagic):
 		f, err := parseSIF(r, fileSize, name)
@@ -187,6 +188,20 @@ func locateRootfs(r io.ReaderAt, fileSize int64, name string) (root imageRootfs,
 		return imageRootfs{}, failf(eImage, "image %s: bare LUKS image: wrap it in a SIF (minirun build --encrypt)", n)
 	}
 	return imageRootfs{}, failf(eImage, "image %s: unrecognised image format", n)
+}
+
+// cachedHead serves reads that lie within the bytes already read from the
+// start of the file out of memory, and the rest from the file.
+type cachedHead struct {
+	head []byte
+	r    io.ReaderAt
+}
+
+func (a cachedHead) ReadAt(p []byte, off int64) (int, error) {
+	if off >= 0 && off <= int64(len(a.head))-int64(len(p)) {
+		return copy(p, a.head[off:]), nil
+	}
+	return a.r.ReadAt(p, off)
 }
 
 // parseSIF reads and validates the header and descriptor table of a SIF (spec §1.2). It reads at

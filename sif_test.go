@@ -1150,3 +1150,41 @@ func (o sifOffsetReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
+
+// byteReads is an io.ReaderAt over b that counts how often each byte is read.
+type byteReads struct {
+	b     []byte
+	times []int
+}
+
+func (r *byteReads) ReadAt(p []byte, off int64) (int, error) {
+	n, err := bytes.NewReader(r.b).ReadAt(p, off)
+	for i := off; i < off+int64(n); i++ {
+		r.times[i]++
+	}
+	return n, err
+}
+
+// TestLocateRootfsReadsOnce: recognising an image reads no byte of it twice
+// (the header read to tell the format is reused by the parser that follows).
+func TestLocateRootfsReadsOnce(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		img  []byte
+	}{
+		{"squashfs", sifFakeSquashfs(8192)},
+		{"sif", sifBaseImage(t)},
+		{"sif-compact", sifCompact(t, sifBaseImage(t))}, // the partition within the first 2048 bytes
+	} {
+		r := &byteReads{b: c.img, times: make([]int, len(c.img))}
+		if _, err := locateRootfs(r, int64(len(c.img)), c.name); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		for off, n := range r.times {
+			if n > 1 {
+				t.Errorf("%s: byte %d read %d times", c.name, off, n)
+				break
+			}
+		}
+	}
+}
