@@ -132,6 +132,12 @@ func main() {
 			die("unknown resource %q", args[0])
 		}
 		lim := syscall.Rlimit{Cur: limit(args[1]), Max: limit(args[2])}
+		// syscall.Exec allocates. Under a small RLIMIT_AS the helper's own
+		// heap may not map more address space, so it is grown (and the
+		// memory given back to it) first: Go's runtime reserves over a
+		// gigabyte at start, and a fresh arena after the limit is fatal.
+		runtime.KeepAlive(make([]byte, 8<<20))
+		runtime.GC()
 		if err := syscall.Setrlimit(res, &lim); err != nil {
 			die("setrlimit %s: %v", args[0], err)
 		}

@@ -167,7 +167,8 @@ func TestIntegrationAccountFilesPrefetched(t *testing.T) {
 			execTID := ""
 			readers := map[string]map[string]bool{} // file -> threads that opened it in the image
 			for _, line := range strings.Split(text, "\n") {
-				tid, call, _ := strings.Cut(line, " ")
+				tid, call, _ := strings.Cut(line, " ") // strace pads the id: "4913  openat2(…"
+				call = strings.TrimSpace(call)
 				if strings.HasPrefix(call, `execve("/bin/true"`) {
 					execTID = tid
 				}
