@@ -318,6 +318,11 @@ func resolveInRoot(dst string, flags uint64) (int, error) {
 		defer unix.Close(fd)
 		root = fd
 	}
+	return openInRoot(root, dst, flags)
+}
+
+// openInRoot is resolveInRoot from the root open at root.
+func openInRoot(root int, dst string, flags uint64) (int, error) {
 	how := unix.OpenHow{Flags: flags | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_SYMLINKS}
 	fd, err := unix.Openat2(root, dst, &how)
 	if errors.Is(err, unix.ELOOP) {
@@ -864,8 +869,8 @@ func appendLine(data []byte, line string) []byte {
 // after the binds, finds them cached. Nothing read here is used, so a bind
 // over /etc changes nothing. The descriptor resolves inside the image's
 // mount from any thread: the other threads are in the host's namespace.
-// Opened without blocking (a FIFO), never through a symlink, and only
-// regular files are read; execve ends the thread if it is still reading.
+// The files are opened as readImageFile opens them, and only regular files
+// are read; execve ends the thread if it is still reading.
 func prefetchAccountFiles() {
 	root, err := unix.FcntlInt(uintptr(stagedRoot), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
@@ -874,10 +879,8 @@ func prefetchAccountFiles() {
 	go func() {
 		defer unix.Close(root)
 		var buf [512]byte // any read fills the page cache with the file's whole first block
-		how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC,
-			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_SYMLINKS}
 		for _, name := range []string{"/etc/passwd", "/etc/group"} {
-			fd, err := unix.Openat2(root, name, &how)
+			fd, err := openInRoot(root, name, imageFileFlags)
 			if err != nil {
 				continue
 			}
@@ -890,10 +893,14 @@ func prefetchAccountFiles() {
 	}()
 }
 
+// imageFileFlags open an image's file for reading: never blocking (a FIFO),
+// never a terminal.
+const imageFileFlags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY
+
 // readImageFile reads a regular file of the image, bounded; false when it
 // is missing or not a regular file.
 func readImageFile(name string) ([]byte, bool) {
-	fd, err := resolveInRoot(name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY)
+	fd, err := resolveInRoot(name, imageFileFlags)
 	if err != nil {
 		return nil, false
 	}
