@@ -25,7 +25,7 @@ func newAESBulk(key []byte) (*aesBulk, error) {
 		return nil, err
 	}
 	a := &aesBulk{block: b}
-	if aesBulkAsm {
+	if aesBulkAsm() {
 		a.nr = len(key)/4 + 6
 		a.enc, a.dec = aesExpandKey(key)
 	}

@@ -1,9 +1,10 @@
 package main
 
-import "golang.org/x/sys/cpu"
-
 // aesBulkAsm says whether aesblocks_amd64.s can run here.
-var aesBulkAsm = cpu.X86.HasAES && cpu.X86.HasSSE41
+func aesBulkAsm() bool {
+	f := cpuFeatures()
+	return f.aes && f.sse41
+}
 
 // aesEncryptBlocksAsm and aesDecryptBlocksAsm run AES over n blocks at buf in
 // place, with nr rounds and the round keys at xk (aesExpandKey's layout).

@@ -38,7 +38,7 @@ func TestAESSboxAndSchedule(t *testing.T) {
 // lengths around the eight-block stride, on the assembly path and without it.
 func TestAESBulkMatchesCryptoAES(t *testing.T) {
 	for _, asm := range []bool{true, false} {
-		if asm && !aesBulkAsm {
+		if asm && !aesBulkAsm() {
 			continue // the portable path is still tested below
 		}
 		for _, ks := range []int{16, 24, 32} {

@@ -29,7 +29,7 @@ func sha256PutState(out []byte, h *[8]uint32) {
 
 // pbkdf2SHA256 is pbkdf2Key with HMAC-SHA256.
 func pbkdf2SHA256(password, salt []byte, iterations int, out []byte) {
-	if !sha256NI {
+	if !sha256NI() {
 		pbkdf2Key(sha256.New, password, salt, iterations, out)
 		return
 	}

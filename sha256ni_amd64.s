@@ -345,21 +345,3 @@ DATA K256<>+500(SB)/4, $0xa4506ceb
 DATA K256<>+504(SB)/4, $0xbef9a3f7
 DATA K256<>+508(SB)/4, $0xc67178f2
 GLOBL K256<>(SB), RODATA|NOPTR, $512
-
-// func cpuHasSHA() bool: CPUID leaf 7, EBX bit 29 (x/sys/cpu does not report it).
-TEXT ·cpuHasSHA(SB), NOSPLIT, $0-1
-	MOVL $0, AX
-	CPUID
-	CMPL AX, $7
-	JB   noSHA
-	MOVL $7, AX
-	MOVL $0, CX
-	CPUID
-	SHRL $29, BX
-	ANDL $1, BX
-	MOVB BX, ret+0(FP)
-	RET
-
-noSHA:
-	MOVB $0, ret+0(FP)
-	RET

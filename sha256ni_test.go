@@ -13,7 +13,7 @@ import (
 
 func needSHANI(t *testing.T) {
 	t.Helper()
-	if !sha256NI {
+	if !sha256NI() {
 		t.Skip("this CPU has no SHA extensions: the crypto/sha256 paths run instead (covered by the LUKS tests)")
 	}
 }
@@ -117,7 +117,7 @@ func BenchmarkPBKDF2SHA256(b *testing.B) {
 		}
 	})
 	b.Run("sha-ni", func(b *testing.B) {
-		if !sha256NI {
+		if !sha256NI() {
 			b.Skip("no SHA extensions")
 		}
 		for b.Loop() {
@@ -136,7 +136,7 @@ func BenchmarkAFDiffuseSHA256(b *testing.B) {
 		}
 	})
 	b.Run("sha-ni", func(b *testing.B) {
-		if !sha256NI {
+		if !sha256NI() {
 			b.Skip("no SHA extensions")
 		}
 		for b.Loop() {
