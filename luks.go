@@ -26,7 +26,6 @@ import (
 	"strings"
 	"sync"
 
-	"golang.org/x/crypto/argon2"
 	"golang.org/x/sys/unix"
 )
 
@@ -1480,7 +1479,7 @@ func pbkdf2Key(newHash func() hash.Hash, password, salt []byte, iterations int, 
 }
 
 // luksDeriveKey runs the keyslot KDF into out. Callers have checked the caps; the
-// argon2 guards here only keep x/crypto from panicking on nonsense.
+// argon2 guards here only keep argon2Key from looping on nonsense.
 func luksDeriveKey(p kdfParams, passphrase, out []byte) error {
 	switch p.kind {
 	case "pbkdf2":
@@ -1498,14 +1497,11 @@ func luksDeriveKey(p kdfParams, passphrase, out []byte) error {
 		if p.time < 1 || p.cpus < 1 || p.cpus > argon2MaxCPUs || p.memoryKiB > kdfHardMaxMemoryMiB*1024 || p.time > argon2MaxCost {
 			return failf(eInternal, "argon2 parameters not validated")
 		}
-		var k []byte
+		mode := argon2id
 		if p.kind == "argon2i" {
-			k = argon2.Key(passphrase, p.salt, uint32(p.time), uint32(p.memoryKiB), uint8(p.cpus), uint32(len(out)))
-		} else {
-			k = argon2.IDKey(passphrase, p.salt, uint32(p.time), uint32(p.memoryKiB), uint8(p.cpus), uint32(len(out)))
+			mode = argon2i
 		}
-		copy(out, k)
-		clear(k)
+		argon2Key(mode, passphrase, p.salt, uint32(p.time), uint32(p.memoryKiB), uint8(p.cpus), out)
 		return nil
 	}
 	return failf(eInternal, "unknown KDF %q", p.kind)
@@ -1604,7 +1600,7 @@ func afMergeSHA256Columns(material []byte, keySize, stripes int, out []byte) {
 // afHashSHA256 replaces b (at most 32 bytes) by H(BE32(i) ‖ b), truncated,
 // on the SHA extensions where the CPU has them.
 func afHashSHA256(i uint32, b []byte) {
-	if sha256NI {
+	if sha256NI() {
 		afHashSHA256NI(i, b)
 		return
 	}

@@ -17,8 +17,6 @@ import (
 	"os"
 	"sync"
 	"time"
-
-	"golang.org/x/crypto/argon2"
 )
 
 // The fixed layout of a minirun-formatted volume (spec §3.1, §3.2).
@@ -203,9 +201,9 @@ func (o luksFormatOptions) keyslotKDF(rnd io.Reader) (kdfParams, error) {
 func calibrateArgon2(memKiB uint32, cpus uint8) uint32 {
 	salt := make([]byte, 32)
 	start := time.Now()
-	k := argon2.IDKey([]byte("minirun-calibration"), salt, 4, memKiB, cpus, 64)
+	var k [64]byte
+	argon2Key(argon2id, []byte("minirun-calibration"), salt, 4, memKiB, cpus, k[:])
 	elapsed := time.Since(start)
-	clear(k)
 	t := int64(4)
 	if elapsed > 0 {
 		t = (4*int64(time.Second) + int64(elapsed)/2) / int64(elapsed)
