@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/argon2"
@@ -127,5 +130,22 @@ func BenchmarkArgon2id(b *testing.B) {
 				argon2.IDKey(pw, salt, 4, p.mem, p.threads, 64)
 			}
 		})
+	}
+}
+
+// The binary must not link golang.org/x/sys/cpu (or anything else that
+// probes the CPU in its package initialisation): its CPUID calls exit to
+// the hypervisor at every start, encrypted image or not.
+func TestNoCPUProbeAtStart(t *testing.T) {
+	cmd := exec.Command(itGoTool(), "list", "-deps", "-f", "{{.ImportPath}}", ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if pkg == "golang.org/x/sys/cpu" || strings.HasPrefix(pkg, "golang.org/x/crypto/") {
+			t.Errorf("the binary links %s", pkg)
+		}
 	}
 }
