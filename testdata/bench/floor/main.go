@@ -8,6 +8,9 @@
 //	                                (the harness reads both from the descriptor)
 //	floor -dir DIR CMD [ARG...]     directory: one bind mount, chroot
 //	floor -noop                     start and exit (the Go runtime's share)
+//	floor -spec IMAGE.sqfs CMD ...  the spec floor: the same, plus the container the
+//	floor -spec -part OFFSET SIZE IMAGE CMD ...
+//	                                security spec requires of a default launch (spec.go)
 //
 // When installed setuid-root it drops to the real uid and gid just before
 // exec, on the exec thread only (execve ends the others, still root), which
@@ -33,7 +36,10 @@ func main() {
 	if len(args) == 1 && args[0] == "-noop" {
 		return // the cost of starting this binary alone
 	}
-	dir := false
+	dir, spec := false, false
+	if len(args) > 0 && args[0] == "-spec" {
+		spec, args = true, args[1:]
+	}
 	var part [2]uint64 // offset, size; 0, 0: the whole file
 	switch {
 	case len(args) > 0 && args[0] == "-dir":
@@ -50,16 +56,23 @@ func main() {
 		args = args[3:]
 	}
 	if len(args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: floor [-dir | -part OFFSET SIZE] IMAGE|DIR CMD [ARG...]")
+		fmt.Fprintln(os.Stderr, "usage: floor [-spec] [-dir | -part OFFSET SIZE] IMAGE|DIR CMD [ARG...]")
 		os.Exit(2)
 	}
-	if err := launch(args[0], dir, part, args[1:]); err != nil {
+	if spec && dir {
+		fmt.Fprintln(os.Stderr, "floor: -spec is for images on a loop device")
+		os.Exit(2)
+	}
+	if err := launch(args[0], dir, spec, part, args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(255)
 	}
 }
 
-func launch(src string, dir bool, part [2]uint64, argv []string) error {
+func launch(src string, dir, spec bool, part [2]uint64, argv []string) error {
+	if spec {
+		return launchSpec(src, part, argv)
+	}
 	var loopDev string
 	if !dir {
 		name, err := attachLoop(src, part)
@@ -142,4 +155,50 @@ func attachLoop(image string, part [2]uint64) (string, error) {
 		return name, nil
 	}
 	return "", fmt.Errorf("no free loop device after 64 tries")
+}
+
+// launchSpec is launch with the container of spec.go around the same
+// loop attach and squashfs mount, in minirun's order.
+func launchSpec(src string, part [2]uint64, argv []string) error {
+	uid, gid := unix.Getuid(), unix.Getgid()
+	binds, trees, err := specBefore()
+	if err != nil {
+		return err
+	}
+	if err := unix.Mkdir(stage, 0700); err != nil && err != unix.EEXIST {
+		return fmt.Errorf("mkdir %s: %w", stage, err)
+	}
+	loopDev, err := attachLoop(src, part)
+	if err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	info, err := specNamespace()
+	if err != nil {
+		return err
+	}
+	devs, err := specDevicesOpen()
+	if err != nil {
+		return err
+	}
+	unix.Umask(022)
+	if err := unix.Mount(loopDev, stage, "squashfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("mount %s: %w", loopDev, err)
+	}
+	if err := specContainer(stage, info, devs, binds, trees, uid, gid); err != nil {
+		return err
+	}
+	if err := specDrop(uid, gid); err != nil {
+		return err
+	}
+	if home := os.Getenv("HOME"); home != "" {
+		if fd, err := unix.Openat2(unix.AT_FDCWD, home, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}); err == nil {
+			unix.Fchdir(fd)
+			unix.Close(fd)
+		}
+	}
+	unix.Umask(022)
+	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	return fmt.Errorf("exec %s: %w", argv[0], syscall.Exec(argv[0], argv, []string{"PATH=/bin:/usr/bin"}))
 }
