@@ -38,8 +38,8 @@ SYS_ADMIN, SYS_MODULE, SYS_RAWIO, SYS_PTRACE, DAC_OVERRIDE, DAC_READ_SEARCH,
 SETUID, SETGID, CHOWN, FOWNER, SETFCAP and BPF each let a user become root.
 `
 
-var capabilitySubUsage = map[string]string{
-	"add": `Usage: minirun capability add (--user U | --group G) CAPS
+var capabilitySubUsage = []textPair{
+	{"add", `Usage: minirun capability add (--user U | --group G) CAPS
 
 Grant the capabilities in CAPS to user U or group G (root only). CAPS is a
 comma-separated list (any case, CAP_ optional); "all" means all 41 named
@@ -49,8 +49,8 @@ changes the file is not rewritten.
 Options:
   -u, --user U    the user name
   -g, --group G   the group name
-`,
-	"drop": `Usage: minirun capability drop (--user U | --group G) CAPS
+`},
+	{"drop", `Usage: minirun capability drop (--user U | --group G) CAPS
 
 Revoke the capabilities in CAPS from user U or group G (root only). An entry
 left empty is deleted; "all" deletes the entry. An entry of an account that
@@ -59,26 +59,26 @@ no longer exists can still be dropped.
 Options:
   -u, --user U    the user name
   -g, --group G   the group name
-`,
-	"list": `Usage: minirun capability list [NAME]
+`},
+	{"list", `Usage: minirun capability list [NAME]
 
 Print the grant-file entries, one line each ("user alice: CAP_NET_RAW"),
 users first, then groups, sorted by name. With NAME, only the entries for
 that user or group name. It does not combine a user's group grants.
-`,
-	"avail": `Usage: minirun capability avail [CAPS]
+`},
+	{"avail", `Usage: minirun capability avail [CAPS]
 
 Describe capabilities: number, name, whether this host lets minirun hold
 it (yes/no), and what it allows. Without CAPS, or with "all", every
 capability the kernel knows.
-`,
-	"import": `Usage: minirun capability import FILE
+`},
+	{"import", `Usage: minirun capability import FILE
 
 Merge an Apptainer capability.json ({"users": {NAME: [CAPS]}, "groups":
 {NAME: [CAPS]}}) into the grant file (root only). Names that do not exist on
 this host are skipped with a warning; nothing is written if FILE has an
 error.
-`,
+`},
 }
 
 // capCmdEnv is everything the commands touch, so tests can run them on a
@@ -177,7 +177,8 @@ func (e *capCmdEnv) parseArgs(fs *flag.FlagSet, cmd string, args []string) (pos 
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				io.WriteString(e.stdout, capabilitySubUsage[cmd])
+				usage, _ := lookupText(capabilitySubUsage, cmd)
+				io.WriteString(e.stdout, usage)
 				return nil, true, nil
 			}
 			return nil, false, failf(eUsage, "capability %s: %v", cmd, err)

@@ -290,29 +290,35 @@ type rawConfig struct {
 
 // configKeyTypes names each key's TOML type, for messages and for the
 // exact-case key check (go-toml matches struct fields case-insensitively).
-var configKeyTypes = map[string]string{
-	"allow_setuid":              "a boolean",
-	"root_default_capabilities": "a string",
-	"strict_capabilities":       "a boolean",
-	"allow_container":           "an array of strings",
-	"limit_container_owners":    "an array of strings",
-	"limit_container_groups":    "an array of strings",
-	"limit_container_paths":     "an array of strings",
-	"user_writable_images":      "a string",
-	"sealed_copy_max_mib":       "an integer",
-	"encrypted_backend":         "a string",
-	"memory_backend_max_mib":    "an integer",
-	"kdf_max_memory_mib":        "an integer",
-	"kdf_max_pbkdf2_iterations": "an integer",
-	"shared_loop_devices":       "a boolean",
-	"max_loop_devices":          "an integer",
-	"max_loop_per_user":         "an integer",
-	"allow_namespaces":          "an array of strings",
-	"mount_dev":                 "a string",
-	"mount_home":                "a boolean",
-	"mount_tmp":                 "a boolean",
-	"mount_cwd":                 "a boolean",
-	"bind_path":                 "an array of strings",
+var configKeyTypes = []textPair{
+	{"allow_setuid", "a boolean"},
+	{"root_default_capabilities", "a string"},
+	{"strict_capabilities", "a boolean"},
+	{"allow_container", "an array of strings"},
+	{"limit_container_owners", "an array of strings"},
+	{"limit_container_groups", "an array of strings"},
+	{"limit_container_paths", "an array of strings"},
+	{"user_writable_images", "a string"},
+	{"sealed_copy_max_mib", "an integer"},
+	{"encrypted_backend", "a string"},
+	{"memory_backend_max_mib", "an integer"},
+	{"kdf_max_memory_mib", "an integer"},
+	{"kdf_max_pbkdf2_iterations", "an integer"},
+	{"shared_loop_devices", "a boolean"},
+	{"max_loop_devices", "an integer"},
+	{"max_loop_per_user", "an integer"},
+	{"allow_namespaces", "an array of strings"},
+	{"mount_dev", "a string"},
+	{"mount_home", "a boolean"},
+	{"mount_tmp", "a boolean"},
+	{"mount_cwd", "a boolean"},
+	{"bind_path", "an array of strings"},
+}
+
+// configKeyType is the TOML type of key, "" for an unknown key.
+func configKeyType(key string) string {
+	typ, _ := lookupText(configKeyTypes, key)
+	return typ
 }
 
 // parseConfig parses minirun.toml. Every error is E_CONFIG and reads
@@ -372,8 +378,8 @@ func tomlError(name string, err error) error {
 		// Type errors name Go types; say it in the file's terms.
 		if key := de.Key(); strings.HasPrefix(msg, "cannot decode") {
 			switch {
-			case len(key) == 1 && configKeyTypes[key[0]] != "":
-				msg = key[0] + " must be " + configKeyTypes[key[0]]
+			case len(key) == 1 && configKeyType(key[0]) != "":
+				msg = key[0] + " must be " + configKeyType(key[0])
 			case len(key) > 1:
 				msg = "dotted keys are not allowed"
 			default:
@@ -412,7 +418,7 @@ func configKeyLines(name string, data []byte) (map[string]int, error) {
 			return nil, failf(eConfig, "%s:%d: dotted keys are not allowed", name, line)
 		}
 		k := string(key.Data)
-		if configKeyTypes[k] == "" {
+		if configKeyType(k) == "" {
 			return nil, failf(eConfig, "%s:%d: unknown key %q", name, line, k)
 		}
 		lines[k] = line

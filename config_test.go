@@ -604,7 +604,8 @@ func TestParseConfigWrongType(t *testing.T) {
 		"an integer":          {`"1"`, `1.5`, `true`, `[1]`},
 		"an array of strings": {`"sif"`, `[1]`, `["sif", 2]`, `true`, `[true]`},
 	}
-	for key, typ := range configKeyTypes {
+	for _, p := range configKeyTypes {
+		key, typ := p.key, p.val
 		for _, v := range wrong[typ] {
 			text := "# header\n\n" + key + " = " + v + "\n"
 			_, err := parseConfig(testConfigName, []byte(text))
@@ -654,15 +655,15 @@ func TestShippedConfigFile(t *testing.T) {
 	var out []string
 	seen := map[string]bool{}
 	for _, line := range strings.Split(string(data), "\n") {
-		if key, _, ok := strings.Cut(strings.TrimPrefix(line, "#"), " = "); ok && strings.HasPrefix(line, "#") && configKeyTypes[key] != "" {
+		if key, _, ok := strings.Cut(strings.TrimPrefix(line, "#"), " = "); ok && strings.HasPrefix(line, "#") && configKeyType(key) != "" {
 			line = line[1:]
 			seen[key] = true
 		}
 		out = append(out, line)
 	}
-	for key := range configKeyTypes {
-		if !seen[key] {
-			t.Errorf("etc/minirun.toml does not document %s", key)
+	for _, p := range configKeyTypes {
+		if !seen[p.key] {
+			t.Errorf("etc/minirun.toml does not document %s", p.key)
 		}
 	}
 	got, err = parseConfig("etc/minirun.toml", []byte(strings.Join(out, "\n")))

@@ -233,15 +233,18 @@ func blockTIOCSTI(sys syscaller) error {
 // tiocstiArches are, per GOARCH, the audit architectures a process may make
 // system calls as and their ioctl numbers: the native one and, where the
 // kernel runs 32-bit code too, the compat one.
-var tiocstiArches = map[string][]struct{ audit, ioctl uint32 }{
-	"amd64":   {{0xc000003e, 16}, {0x40000003, 54}}, // x86_64, i386
-	"386":     {{0x40000003, 54}},
-	"arm64":   {{0xc00000b7, 29}, {0x40000028, 54}}, // aarch64, arm
-	"arm":     {{0x40000028, 54}},
-	"ppc64le": {{0xc0000015, 54}},
-	"riscv64": {{0xc00000f3, 29}},
-	"s390x":   {{0x80000016, 54}},
-	"loong64": {{0xc0000102, 29}},
+var tiocstiArches = []struct {
+	goarch string
+	arches []struct{ audit, ioctl uint32 }
+}{
+	{"amd64", []struct{ audit, ioctl uint32 }{{0xc000003e, 16}, {0x40000003, 54}}}, // x86_64, i386
+	{"386", []struct{ audit, ioctl uint32 }{{0x40000003, 54}}},
+	{"arm64", []struct{ audit, ioctl uint32 }{{0xc00000b7, 29}, {0x40000028, 54}}}, // aarch64, arm
+	{"arm", []struct{ audit, ioctl uint32 }{{0x40000028, 54}}},
+	{"ppc64le", []struct{ audit, ioctl uint32 }{{0xc0000015, 54}}},
+	{"riscv64", []struct{ audit, ioctl uint32 }{{0xc00000f3, 29}}},
+	{"s390x", []struct{ audit, ioctl uint32 }{{0x80000016, 54}}},
+	{"loong64", []struct{ audit, ioctl uint32 }{{0xc0000102, 29}}},
 }
 
 // tiocstiFilter is the filter for goarch. The kernel truncates the request
@@ -249,8 +252,13 @@ var tiocstiArches = map[string][]struct{ audit, ioctl uint32 }{
 // too). An architecture without an entry is refused: the launch must not
 // go on without the filter.
 func tiocstiFilter(goarch string) ([]unix.SockFilter, error) {
-	arches, ok := tiocstiArches[goarch]
-	if !ok {
+	var arches []struct{ audit, ioctl uint32 }
+	for _, a := range tiocstiArches {
+		if a.goarch == goarch {
+			arches = a.arches
+		}
+	}
+	if arches == nil {
 		return nil, failf(eSystem, "no TIOCSTI filter for %s: refusing to start a container without it", goarch)
 	}
 	const (

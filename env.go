@@ -10,9 +10,12 @@ import (
 const containerPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // cleanEnvKeep is what --cleanenv keeps (besides LC_*).
-var cleanEnvKeep = map[string]bool{
-	"HOME": true, "USER": true, "LOGNAME": true, "TERM": true, "LANG": true,
-	"LANGUAGE": true, "TZ": true, "COLORTERM": true, "NO_COLOR": true,
+func cleanEnvKeep(name string) bool {
+	switch name {
+	case "HOME", "USER", "LOGNAME", "TERM", "LANG", "LANGUAGE", "TZ", "COLORTERM", "NO_COLOR":
+		return true
+	}
+	return false
 }
 
 // checkEnvFlag validates one --env NAME=VALUE.
@@ -59,7 +62,7 @@ func payloadEnv(caller []string, user account, cleanEnv bool, extra []string) []
 			name == "LD_LIBRARY_PATH", strings.HasPrefix(name, "GO"), strings.HasPrefix(name, "MINIRUN_"),
 			strings.HasPrefix(name, "APPTAINER_ENCRYPTION_"):
 			continue
-		case cleanEnv && !cleanEnvKeep[name] && !strings.HasPrefix(name, "LC_"):
+		case cleanEnv && !cleanEnvKeep(name) && !strings.HasPrefix(name, "LC_"):
 			continue
 		}
 		out = append(out, kv)

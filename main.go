@@ -148,14 +148,28 @@ Configuration: `+sysconfdir+`/minirun/minirun.toml
 `)
 }
 
-var launchSynopsis = map[string]string{
-	"exec":  "minirun exec [options] IMAGE COMMAND [ARG...]\n\nRun COMMAND inside the container made from IMAGE.",
-	"run":   "minirun run [options] IMAGE [ARG...]\n\nRun the image's /.singularity.d/runscript with ARGs, or /bin/sh when it has none.",
-	"shell": "minirun shell [options] IMAGE [ARG...]\n\nStart /bin/sh inside the container, passing ARGs to it.",
+var launchSynopsis = []textPair{
+	{"exec", "minirun exec [options] IMAGE COMMAND [ARG...]\n\nRun COMMAND inside the container made from IMAGE."},
+	{"run", "minirun run [options] IMAGE [ARG...]\n\nRun the image's /.singularity.d/runscript with ARGs, or /bin/sh when it has none."},
+	{"shell", "minirun shell [options] IMAGE [ARG...]\n\nStart /bin/sh inside the container, passing ARGs to it."},
+}
+
+// textPair is one entry of a fixed lookup table. A slice of them is laid out
+// by the linker; a map would be built by code at every start of the binary.
+type textPair struct{ key, val string }
+
+// lookupText finds key in table.
+func lookupText(table []textPair, key string) (string, bool) {
+	for _, p := range table {
+		if p.key == key {
+			return p.val, true
+		}
+	}
+	return "", false
 }
 
 func commandUsage(cmd string, w io.Writer) bool {
-	if _, ok := launchSynopsis[cmd]; ok {
+	if _, ok := lookupText(launchSynopsis, cmd); ok {
 		fs, _ := launchFlags(cmd, &options{})
 		fs.SetOutput(w)
 		fs.Usage()
@@ -226,7 +240,8 @@ func launchFlags(cmd string, o *options) (*flag.FlagSet, *[]string) {
 	fs.StringVar(&o.pemPath, "pem-path", "", "")
 	fs.Usage = func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "Usage: %s\n", launchSynopsis[cmd])
+		synopsis, _ := lookupText(launchSynopsis, cmd)
+		fmt.Fprintf(w, "Usage: %s\n", synopsis)
 		fmt.Fprint(w, `
 Options (they end at IMAGE; everything after IMAGE belongs to the command):
   -B, --bind SRC[:DST[:ro|rw]]  bind SRC from the host to DST (default SRC) in the

@@ -56,20 +56,23 @@ var (
 )
 
 // sifArchCodes maps GOARCH names to SIF arch codes; "00" means unknown.
-var sifArchCodes = map[string]string{
-	"386": "01", "amd64": "02", "arm": "03", "arm64": "04", "ppc64": "05", "ppc64le": "06",
-	"mips": "07", "mipsle": "08", "mips64": "09", "mips64le": "10", "s390x": "11",
-	"riscv64": "12", "loong64": "13",
+var sifArchCodes = []textPair{
+	{"386", "01"}, {"amd64", "02"}, {"arm", "03"}, {"arm64", "04"}, {"ppc64", "05"}, {"ppc64le", "06"},
+	{"mips", "07"}, {"mipsle", "08"}, {"mips64", "09"}, {"mips64le", "10"}, {"s390x", "11"},
+	{"riscv64", "12"}, {"loong64", "13"},
 }
 
 // sifArchCode returns the SIF code of a GOARCH name, "" if SIF has none.
-func sifArchCode(goarch string) string { return sifArchCodes[goarch] }
+func sifArchCode(goarch string) string {
+	code, _ := lookupText(sifArchCodes, goarch)
+	return code
+}
 
 // sifArchName names a SIF arch code for messages: the GOARCH name, or the escaped code.
 func sifArchName(code string) string {
-	for name, c := range sifArchCodes {
-		if c == code {
-			return name
+	for _, p := range sifArchCodes {
+		if p.val == code {
+			return p.key
 		}
 	}
 	if code == "00" {

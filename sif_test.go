@@ -846,7 +846,8 @@ func TestWriteSIFErrors(t *testing.T) {
 }
 
 func TestSIFArchCodes(t *testing.T) {
-	for goarch, code := range sifArchCodes {
+	for _, p := range sifArchCodes {
+		goarch, code := p.key, p.val
 		if sifArchName(code) != goarch || !isSIFArchCode([]byte(code)) {
 			t.Errorf("%s ↔ %s", goarch, code)
 		}
