@@ -141,7 +141,8 @@ func main() {
 			part := sifs[f]
 			cmds = append(cmds,
 				fixed("sif-"+f, "minirun", who, minirun, "exec", part.path, "/bin/true"),
-				fixed("sif-"+f, "floor", who, floorBin, "-part", strconv.FormatInt(part.offset, 10), strconv.FormatInt(part.size, 10), part.path, "/bin/true"))
+				fixed("sif-"+f, "floor", who, floorBin, "-part", strconv.FormatInt(part.offset, 10), strconv.FormatInt(part.size, 10), part.path, "/bin/true"),
+				fixed("sif-"+f, "spec-floor", who, floorBin, "-spec", "-part", strconv.FormatInt(part.offset, 10), strconv.FormatInt(part.size, 10), part.path, "/bin/true"))
 		}
 		cmds = append(cmds,
 			fixed("sif", "minirun", who, minirun, "exec", r.enc.plain, "/bin/true"),

@@ -263,6 +263,17 @@ func (r *report) markdown() string {
 	}
 	p("\n")
 
+	p("## Startup on SIF: the container the spec requires\n\n")
+	p("The floor does only what the issue names. The spec floor (`floor -spec -part OFFSET SIZE IMG.sif /bin/true`, `testdata/bench/floor/spec.go`) adds, with raw calls and nothing else, the container the security spec requires of every default launch and which minirun builds: the namespaces, the R3 mountinfo checks before and after, `/proc` (with the host's `hidepid=`), read-only `/sys`, the `/dev` tmpfs with its six checked device binds, devpts and `/dev/shm`, the `/tmp`, `/var/tmp` and home binds (a home missing from the image gets a tmpfs laid over its parent), for a user the passwd and group entries bound from a session tmpfs, `resolv.conf` and `hosts`, `pivot_root` and the detach, and R13: bounding set, TIOCSTI filter, ids, capabilities, ambient set, no_new_privs for a user, and the read-back. It has no configuration, policy, grants, loop sharing or limits, caller-side opening, SIF parsing or messages: what is left of minirun − spec floor is minirun's own.\n\n")
+	p("| image | user | floor | spec floor | minirun | spec floor / floor | minirun / spec floor | minirun − spec floor |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, f := range r.formats {
+		for _, a := range r.users {
+			fl, sp, m := r.find("sif-"+f, "floor", a.name), r.find("sif-"+f, "spec-floor", a.name), r.find("sif-"+f, "minirun", a.name)
+			p("| %s SIF | %s | %s | %s | %s | %s | %s | %s |\n", f, userLabel(a), cell(fl), cell(sp), cell(m), ratio(sp, fl), ratio(m, sp), diff(m, sp))
+		}
+	}
+	p("\n")
+
 	if m, f := r.find("start", "minirun", "root"), r.find("start", "floor", "root"); m != nil && f != nil {
 		p("Starting the binary alone, no container: `minirun version` %s, `floor -noop` %s (%s).\n\n", cell(m), cell(f), diff(m, f))
 	}
@@ -487,7 +498,8 @@ func (r *report) summary() string {
 	for _, f := range r.formats {
 		for _, a := range r.users {
 			m, fl := r.find("sif-"+f, "minirun", a.name), r.find("sif-"+f, "floor", a.name)
-			fmt.Fprintf(&b, "%-9s %-18s minirun %-12s floor %-12s %s\n", "sif-"+f, userLabel(a), cell(m), cell(fl), ratio(m, fl))
+			sp := r.find("sif-"+f, "spec-floor", a.name)
+			fmt.Fprintf(&b, "%-9s %-18s minirun %-12s floor %-12s %s  spec floor %-12s %s of floor, minirun %s of it\n", "sif-"+f, userLabel(a), cell(m), cell(fl), ratio(m, fl), cell(sp), ratio(sp, fl), ratio(m, sp))
 		}
 	}
 	for _, a := range r.users {
