@@ -172,7 +172,7 @@ func launchSpec(src string, part [2]uint64, argv []string) error {
 	if err != nil {
 		return err
 	}
-	runtime.LockOSThread()
+	runtime.LockOSThread() // as in launch: per thread until execve
 	info, err := specNamespace()
 	if err != nil {
 		return err
@@ -200,5 +200,6 @@ func launchSpec(src string, part [2]uint64, argv []string) error {
 	}
 	unix.Umask(022)
 	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
-	return fmt.Errorf("exec %s: %w", argv[0], syscall.Exec(argv[0], argv, []string{"PATH=/bin:/usr/bin"}))
+	err = syscall.Exec(argv[0], argv, []string{"PATH=/bin:/usr/bin"})
+	return fmt.Errorf("exec %s: %w", argv[0], err)
 }
