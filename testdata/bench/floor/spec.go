@@ -63,7 +63,7 @@ func specNamespace() ([]byte, error) {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return nil, fmt.Errorf("make / slave: %w", err)
 	}
-	info, err := os.ReadFile("/proc/thread-self/mountinfo")
+	info, err := readFile("/proc/thread-self/mountinfo")
 	if err != nil || bytes.Contains(info, []byte(" shared:")) {
 		return nil, fmt.Errorf("mountinfo: shared mount or %v", err)
 	}
@@ -144,7 +144,7 @@ func specContainer(root string, info []byte, devs []int, binds []string, trees [
 	if err := unix.Chdir("/"); err != nil {
 		return err
 	}
-	info, err = os.ReadFile("/proc/thread-self/mountinfo")
+	info, err = readFile("/proc/thread-self/mountinfo")
 	if err != nil || bytes.Contains(info, []byte(" shared:")) {
 		return fmt.Errorf("container mountinfo: shared mount or %v", err)
 	}
@@ -350,7 +350,7 @@ func specAccounts(rootFD, uid, gid int) error {
 		unix.Close(fd)
 		data := append(buf[:max(n, 0):max(n, 0)], lines[f]...)
 		src := session + "/" + path.Base(f)
-		if err := os.WriteFile(src, data, 0644); err != nil {
+		if err := writeFile(src, data); err != nil {
 			return err
 		}
 		dst, err := specResolve(rootFD, f)
@@ -375,7 +375,7 @@ func specDrop(uid, gid int) error {
 		return e
 	}
 	last := 40
-	if data, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+	if data, err := readFile("/proc/sys/kernel/cap_last_cap"); err == nil {
 		last, _ = strconv.Atoi(strings.TrimSpace(string(data)))
 	}
 	var set uint64 // root keeps what it holds (this host's root lacks one)
@@ -436,7 +436,7 @@ func specDrop(uid, gid int) error {
 		}
 	}
 	sys(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, 0, 0)
-	status, err := os.ReadFile("/proc/thread-self/status")
+	status, err := readFile("/proc/thread-self/status")
 	if err != nil {
 		return err
 	}
@@ -473,4 +473,39 @@ func tiocstiProgram() []unix.SockFilter {
 		{Code: jeqK, K: 0x40000003, Jf: 5}, {Code: ldW, K: 0}, {Code: jeqK, K: 54, Jf: 2}, {Code: ldW, K: 24}, {Code: jeqK, K: unix.TIOCSTI, Jt: 2}, {Code: retK, K: unix.SECCOMP_RET_ALLOW},
 		{Code: retK, K: unix.SECCOMP_RET_ALLOW}, {Code: retK, K: deny},
 	}
+}
+
+// readFile and writeFile are os.ReadFile and os.WriteFile without the Go
+// netpoller, which os.Open starts (epoll_create1, eventfd2, an epoll_ctl
+// per file): minirun does not start it either (openFile in ns.go).
+func readFile(name string) ([]byte, error) {
+	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 0, 4096)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
+}
+
+func writeFile(name string, data []byte) error {
+	fd, err := unix.Open(name, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0644)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	_, err = unix.Write(fd, data)
+	return err
 }
