@@ -78,9 +78,12 @@ func argon2Key(mode int, passphrase, salt []byte, time, memoryKiB uint32, thread
 		binary.LittleEndian.PutUint64(raw[8*w:], v)
 	}
 	blake2bLong(out, raw[:])
+	// H0 is as good as the passphrase for this salt: nothing derived stays.
 	clear(raw[:])
 	clear(final[:])
 	clear(mem)
+	clear(h0[:])
+	clear(seed[:])
 }
 
 // argon2H0 hashes every parameter and input (RFC 9106 §3.2, step 1); the
@@ -374,6 +377,8 @@ func blake2b(out, in []byte) {
 	copy(out, sum[:len(out)])
 	clear(sum[:])
 	clear(last[:])
+	clear(h[:])
+	clear(m[:])
 }
 
 func blake2bCompress(h *[8]uint64, m *[16]uint64, counter uint64, final bool) {
