@@ -202,6 +202,33 @@ func TestIntegrationAccountFilesPrefetched(t *testing.T) {
 	}
 }
 
+// Root runs with the image's own account files, so its launch reads only
+// the host's passwd (for its home) and never the host's group file; a
+// user's launch reads both to add its entries.
+func TestIntegrationRootSkipsHostGroupFile(t *testing.T) {
+	e := itIntegration(t)
+	for _, w := range []itWho{itAsRoot, itAsUser} {
+		itSub(t, w.String(), func(t *testing.T) {
+			text := itStrace(t, e, w, "openat", "exec", e.rootfs, "/bin/true")
+			opened := map[string]bool{}
+			for _, line := range strings.Split(text, "\n") {
+				for _, f := range []string{"passwd", "group"} {
+					// The trusted walk opens the file relative to /etc's descriptor.
+					if strings.Contains(line, "openat(") && strings.Contains(line, `, "`+f+`", `) {
+						opened[f] = true
+					}
+				}
+			}
+			if !opened["passwd"] {
+				t.Fatalf("the host's passwd was not read; the trace may not show what it should:\n%s", text)
+			}
+			if opened["group"] != (w == itAsUser) {
+				t.Errorf("the host's group file read: %v, want %v", opened["group"], w == itAsUser)
+			}
+		})
+	}
+}
+
 // Concurrent launches of one image share one loop device (the default);
 // with shared_loop_devices = false each launch attaches its own.
 func TestIntegrationSharedLoopDevices(t *testing.T) {

@@ -232,3 +232,41 @@ func TestSharedLoopIndexTrimmed(t *testing.T) {
 		t.Fatalf("the launch's own record: %q, %v; want %s", got, err, name)
 	}
 }
+
+// ensureRootDirs makes what is missing and accepts only root-owned 0700
+// directories, whether it just made them or found them.
+func TestEnsureRootDirs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the directories must be root-owned")
+	}
+	base := t.TempDir()
+	a, b := filepath.Join(base, "a"), filepath.Join(base, "a", "b")
+	if err := ensureRootDirs(a, b); err != nil {
+		t.Fatalf("fresh: %v", err)
+	}
+	for _, d := range []string{a, b} {
+		if st, err := os.Lstat(d); err != nil || !st.IsDir() || st.Mode().Perm() != 0700 {
+			t.Fatalf("%s: %v, %v", d, st.Mode(), err)
+		}
+	}
+	if err := ensureRootDirs(a, b); err != nil {
+		t.Fatalf("existing: %v", err)
+	}
+	for name, spoil := range map[string]func(string) error{
+		"group-readable": func(d string) error { return os.Chmod(d, 0750) },
+		"not-root":       func(d string) error { return os.Chown(d, 65534, 0) },
+		"a-file":         func(d string) error { os.Remove(d); return os.WriteFile(d, nil, 0600) },
+		"a-symlink":      func(d string) error { os.Remove(d); return os.Symlink(base, d) },
+	} {
+		d := filepath.Join(base, name)
+		if err := ensureRootDirs(d); err != nil {
+			t.Fatal(err)
+		}
+		if err := spoil(d); err != nil {
+			t.Fatal(err)
+		}
+		if err := ensureRootDirs(d); classOf(err) != eSystem {
+			t.Errorf("%s: %v, want E_SYSTEM", name, err)
+		}
+	}
+}

@@ -249,16 +249,27 @@ func enterNamespaces(o *options) error {
 // reading the table a second time.
 var mountinfoAtEntry []byte
 
-// ensureStateDirs makes /run/minirun and its two mount points, root-owned
-// 0700, refusing anything already there that is not exactly that.
+// ensureStateDirs makes /run/minirun, its two mount points and the loop
+// index, root-owned 0700, refusing anything already there that is not
+// exactly that.
 func ensureStateDirs() error {
-	for _, d := range []string{stateDir, stageDir, sessionDir, loopIndexDir} {
-		err := unix.Mkdir(d, 0700)
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return failf(eSystem, "create %s: %w", d, err)
-		}
+	return ensureRootDirs(stateDir, stageDir, sessionDir, loopIndexDir)
+}
+
+// ensureRootDirs makes each directory in turn (parents first), root-owned
+// 0700, and refuses any that exists as anything else.
+func ensureRootDirs(dirs ...string) error {
+	for _, d := range dirs {
+		// They exist after the first run: look before making.
 		var st unix.Stat_t
-		if err := unix.Lstat(d, &st); err != nil {
+		err := unix.Lstat(d, &st)
+		if errors.Is(err, unix.ENOENT) {
+			if err := unix.Mkdir(d, 0700); err != nil && !errors.Is(err, unix.EEXIST) {
+				return failf(eSystem, "create %s: %w", d, err)
+			}
+			err = unix.Lstat(d, &st)
+		}
+		if err != nil {
 			return failf(eSystem, "stat %s: %w", d, err)
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != 0 || st.Mode&0077 != 0 {

@@ -48,7 +48,10 @@ type hostBind struct {
 // openAsCaller opens the image and every bind source with the caller's
 // filesystem credentials and records the caller's limits and environment.
 func openAsCaller(o *options, who caller, user account, cfg config, names *nameLookup) (*launchPlan, error) {
-	plan := &launchPlan{callerEnv: syscall.Environ(), groupLines: groupLines(names, who, user)}
+	plan := &launchPlan{callerEnv: syscall.Environ()}
+	if !who.root() { // root runs with the image's own account files (prepareContainer)
+		plan.groupLines = groupLines(names, who, user)
+	}
 
 	cwd, err := unix.Getwd() // the kernel's answer, not $PWD
 	if err == nil {
