@@ -8,8 +8,8 @@
 //	                                (the harness reads both from the descriptor)
 //	floor -dir DIR CMD [ARG...]     directory: one bind mount, chroot
 //	floor -noop                     start and exit (the Go runtime's share)
-//	floor -spec IMAGE.sqfs CMD ...  the spec floor: the same, plus the container the
-//	floor -spec -part OFFSET SIZE IMAGE CMD ...
+//	floor -spec [-dir | -part OFFSET SIZE] IMAGE|DIR CMD [ARG...]
+//	                                the spec floor: the same, plus the container the
 //	                                security spec requires of a default launch (spec.go)
 //
 // When installed setuid-root it drops to the real uid and gid just before
@@ -59,10 +59,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: floor [-spec] [-dir | -part OFFSET SIZE] IMAGE|DIR CMD [ARG...]")
 		os.Exit(2)
 	}
-	if spec && dir {
-		fmt.Fprintln(os.Stderr, "floor: -spec is for images on a loop device")
-		os.Exit(2)
-	}
 	if err := launch(args[0], dir, spec, part, args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(255)
@@ -71,7 +67,7 @@ func main() {
 
 func launch(src string, dir, spec bool, part [2]uint64, argv []string) error {
 	if spec {
-		return launchSpec(src, part, argv)
+		return launchSpec(src, dir, part, argv)
 	}
 	var loopDev string
 	if !dir {
@@ -158,19 +154,33 @@ func attachLoop(image string, part [2]uint64) (string, error) {
 }
 
 // launchSpec is launch with the container of spec.go around the same
-// loop attach and squashfs mount, in minirun's order.
-func launchSpec(src string, part [2]uint64, argv []string) error {
+// loop attach and squashfs mount, in minirun's order. A directory is
+// cloned read-only in the host namespace and attached in the new one, as
+// minirun does (a bind across namespaces is refused).
+func launchSpec(src string, dir bool, part [2]uint64, argv []string) error {
 	uid, gid := unix.Getuid(), unix.Getgid()
 	binds, trees, err := specBefore()
 	if err != nil {
 		return err
 	}
+	rootTree := -1
+	if dir {
+		if rootTree, err = unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE); err != nil {
+			return fmt.Errorf("clone %s: %w", src, err)
+		}
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+		if err := unix.MountSetattr(rootTree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+			return fmt.Errorf("set attributes of %s: %w", src, err)
+		}
+	}
 	if err := unix.Mkdir(stage, 0700); err != nil && err != unix.EEXIST {
 		return fmt.Errorf("mkdir %s: %w", stage, err)
 	}
-	loopDev, err := attachLoop(src, part)
-	if err != nil {
-		return err
+	var loopDev string
+	if !dir {
+		if loopDev, err = attachLoop(src, part); err != nil {
+			return err
+		}
 	}
 	runtime.LockOSThread() // as in launch: per thread until execve
 	info, err := specNamespace()
@@ -182,10 +192,14 @@ func launchSpec(src string, part [2]uint64, argv []string) error {
 		return err
 	}
 	unix.Umask(022)
-	if err := unix.Mount(loopDev, stage, "squashfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+	if dir {
+		if err := unix.MoveMount(rootTree, "", unix.AT_FDCWD, stage, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("mount %s: %w", src, err)
+		}
+	} else if err := unix.Mount(loopDev, stage, "squashfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 		return fmt.Errorf("mount %s: %w", loopDev, err)
 	}
-	if err := specContainer(stage, info, devs, binds, trees, uid, gid); err != nil {
+	if err := specContainer(stage, info, devs, binds, trees, uid, gid, !dir); err != nil {
 		return err
 	}
 	if err := specDrop(uid, gid); err != nil {

@@ -90,12 +90,12 @@ func specDevicesOpen() ([]int, error) {
 // specContainer builds the container on the mounted image at root and
 // pivots into it: /proc, /sys, /dev, the binds, the caller's passwd and
 // group entries (not root's), resolv.conf and hosts, slave, pivot, R3.
-func specContainer(root string, info []byte, devs []int, binds []string, trees []int, uid, gid int) error {
+func specContainer(root string, info []byte, devs []int, binds []string, trees []int, uid, gid int, onDevice bool) error {
 	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
-	if uid != 0 {
+	if uid != 0 && onDevice { // a directory's files are in the page cache
 		prefetch(rootFD)
 	}
 	if err := specKernelFS(root, "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, procOptions(info), unix.PROC_SUPER_MAGIC); err != nil {
