@@ -149,7 +149,8 @@ func main() {
 			fixed("sif-pem", "minirun", who, minirun, "exec", "--pem-path", r.enc.key, r.enc.pem, "/bin/true"))
 		cmds = append(cmds,
 			fixed("dir", "minirun", who, minirun, "exec", rootfs, "/bin/true"),
-			fixed("dir", "floor", who, floorBin, "-dir", rootfs, "/bin/true"))
+			fixed("dir", "floor", who, floorBin, "-dir", rootfs, "/bin/true"),
+			fixed("dir", "spec-floor", who, floorBin, "-spec", "-dir", rootfs, "/bin/true"))
 		if bw, err := exec.LookPath("bwrap"); err == nil {
 			cmds = append(cmds, fixed("dir", "bwrap", who, bw, "--ro-bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev", "/bin/true"))
 		} else {

@@ -229,6 +229,7 @@ func (r *report) markdown() string {
 	p("## What runs\n\n")
 	p("- **minirun**: built with `CGO_ENABLED=0 go build -trimpath -ldflags \"-s -w -X main.sysconfdir=%s/etc\"`, installed root:root 04755 at `%s`; no configuration file (compiled-in defaults) except in the concurrency section.\n", *prefix, r.minirunPath)
 	p("- **floor** (`testdata/bench/floor`): only the kernel work one launch cannot avoid: open image, `LOOP_CTL_GET_FREE` + `LOOP_CONFIGURE` (read-only, autoclear), `unshare(CLONE_NEWNS)` on a locked thread, `mount(\"/\", MS_REC|MS_SLAVE)`, squashfs mounted read-only at a fixed staging directory, `chroot`, `execve`. For a SIF it is given the partition's offset and size, which go into the same `LOOP_CONFIGURE`. Directory variant: one bind mount, `chroot`, `execve`. As the user it is a setuid-root copy (`%s`, root:%s 04750, deleted after the run) that also does `setresgid`/`setresuid` back to the caller before `execve`, as raw calls on the exec thread only (`execve` ends the other threads, as minirun's does).\n", r.floorSetuidPath, user.name)
+	p("- **spec floor** (`floor -spec`, `testdata/bench/floor/spec.go`): the floor plus the container the security spec requires of a default launch, done with raw calls (see the spec floor table); the same binary, run the same way.\n")
 	p("- **bwrap** and **runc** run the same content as a directory (`%s/img/rootfs`); they have no squashfs path. runc uses a `runc spec` bundle as root and a `runc spec --rootless` bundle as the user, with `root.path` = that directory, `readonly: true`, `terminal: false`, args `[\"/bin/true\"]`; `runc run` deletes each container when it exits.\n", *prefix)
 	p("- Unprivileged rows run as `%s` (uid %d): the harness sets uid, gid and groups before `execve`, with HOME=%s as the working directory, as a shell would.\n\n", user.name, user.cred.Uid, user.home)
 	p("Images (rootfs: busybox-static, %s):\n\n```sh\n", "testdata/mkrootfs.sh")
@@ -279,7 +280,7 @@ func (r *report) markdown() string {
 	}
 
 	p("## Startup on a directory: minirun, bwrap, runc\n\n")
-	p("Same busybox tree as a directory. Ratios are to the directory floor (bind mount, chroot, exec).\n\n")
+	p("Same busybox tree as a directory. Ratios are to the directory floor (bind mount, chroot, exec). The spec floor (`floor -spec -dir`) builds the container minirun builds, as in the SIF section; bwrap's (`--ro-bind DIR / --proc /proc --dev /dev`) is a smaller one: no `/sys`, no home or `/tmp` binds, no passwd entries, `/dev` from bwrap's own list, no capability read-back.\n\n")
 	p("| launcher |")
 	for _, a := range r.users {
 		p(" %s | ratio to floor | − floor |", userLabel(a))
@@ -289,7 +290,7 @@ func (r *report) markdown() string {
 		p(" ---: | ---: | ---: |")
 	}
 	p("\n")
-	for _, tool := range []string{"floor", "minirun", "bwrap", "runc"} {
+	for _, tool := range []string{"floor", "spec-floor", "minirun", "bwrap", "runc"} {
 		p("| %s |", tool)
 		for _, a := range r.users {
 			c, fl := r.find("dir", tool, a.name), r.find("dir", "floor", a.name)
@@ -503,8 +504,8 @@ func (r *report) summary() string {
 		}
 	}
 	for _, a := range r.users {
-		fmt.Fprintf(&b, "dir   %-18s minirun %-12s floor %-12s bwrap %-12s runc %s\n", userLabel(a),
-			cell(r.find("dir", "minirun", a.name)), cell(r.find("dir", "floor", a.name)),
+		fmt.Fprintf(&b, "dir   %-18s minirun %-12s floor %-12s spec floor %-12s bwrap %-12s runc %s\n", userLabel(a),
+			cell(r.find("dir", "minirun", a.name)), cell(r.find("dir", "floor", a.name)), cell(r.find("dir", "spec-floor", a.name)),
 			cell(r.find("dir", "bwrap", a.name)), cell(r.find("dir", "runc", a.name)))
 	}
 	for _, a := range r.users {
