@@ -1546,8 +1546,10 @@ func TestIntegrationBrokenStderr(t *testing.T) {
 
 // itWaitReaper, at the start of a --pid payload's script, waits (3 s at
 // most) for the init to hand over to the reaper, which it does right after
-// starting the payload: PID 1 is then single-threaded.
-const itWaitReaper = `i=0; until grep -q '^Threads:[[:space:]]*1$' /proc/1/status || [ $i = 300 ]; do i=$((i+1)); sleep 0.01; done; `
+// starting the payload: PID 1 is then single-threaded and has its argv.
+// One thread alone is not enough: the exec kills the other threads before
+// it maps the new program, and in between /proc/1/cmdline reads empty.
+const itWaitReaper = `i=0; until { grep -q '^Threads:[[:space:]]*1$' /proc/1/status && grep -q minirun /proc/1/cmdline; } || [ $i = 300 ]; do i=$((i+1)); sleep 0.01; done; `
 
 // itPidReaper checks what remains of minirun with --pid once the payload
 // runs: the init and the parent waiting for it are the reaper program
