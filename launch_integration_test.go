@@ -229,6 +229,39 @@ func TestIntegrationRootSkipsHostGroupFile(t *testing.T) {
 	}
 }
 
+// With --pid the init's parent-death signal, which the credential drop
+// clears, must be re-armed on the thread that then execs the reaper: it
+// belongs to a thread, and only the exec'ing one survives the handover.
+// Armed on another, the reaper (and the container) outlived a killed P0
+// (catalogue E1, TestAdversarialKill). Under strace the init's goroutine
+// moved between threads in about one launch in ten before the fix.
+func TestIntegrationPidInitArmsTheExecThread(t *testing.T) {
+	e := itIntegration(t)
+	for i := range 30 {
+		text := itStrace(t, e, itAsUser, "prctl,execveat", "exec", "--pid", e.rootfs, "/bin/true")
+		lines := strings.Split(text, "\n")
+		armed := -1
+		for j, line := range lines {
+			if strings.Contains(line, "PR_SET_PDEATHSIG") {
+				armed = j
+			}
+		}
+		if armed < 0 {
+			t.Fatalf("launch %d: no PR_SET_PDEATHSIG in the trace:\n%s", i, text)
+		}
+		tid, _, _ := strings.Cut(lines[armed], " ")
+		execs := false
+		for _, line := range lines[armed+1:] {
+			if id, call, _ := strings.Cut(line, " "); id == tid && strings.HasPrefix(strings.TrimSpace(call), "execveat(") {
+				execs = true
+			}
+		}
+		if !execs {
+			t.Fatalf("launch %d: the init re-armed its parent-death signal on thread %s, which did not exec the reaper:\n%s", i, tid, text)
+		}
+	}
+}
+
 // Concurrent launches of one image share one loop device (the default);
 // with shared_loop_devices = false each launch attaches its own.
 func TestIntegrationSharedLoopDevices(t *testing.T) {

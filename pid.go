@@ -170,6 +170,12 @@ func isInitRole() bool {
 
 // runInit is PID 1 of the container. It never returns.
 func runInit() {
+	// The parent-death signal belongs to a thread, and only the thread that
+	// execs keeps it through the handover to the reaper: arm it, re-arm it
+	// and execveat (startForwarding, waitFor) all on this one thread.
+	// Unlocked, the goroutine could re-arm on one thread and exec from
+	// another, and the reaper would outlive P0 with the container.
+	runtime.LockOSThread()
 	// The setuid execve cleared the parent-death signal P0 asked for, and
 	// getppid() is 0 for a PID 1: arm it again, then make sure P0 did not
 	// die before it was armed.
