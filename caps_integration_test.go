@@ -138,8 +138,9 @@ func capsITInstall() (*capsITEnv, error) {
 	if err := os.Chmod(e.prefix, 0o755); err != nil {
 		return nil, err
 	}
-	// No TestMain here (integration_test.go owns it): a later run removes
-	// this prefix once this process is gone.
+	// TestMain (integration_test.go) removes this prefix when the tests end;
+	// if this process is killed first, a later run removes it once this
+	// process is gone.
 	if err := os.WriteFile(filepath.Join(e.prefix, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		return nil, err
 	}

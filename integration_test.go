@@ -34,6 +34,9 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	itCleanup()
+	if capsITShared != nil { // its setuid-root install must not outlive the tests
+		os.RemoveAll(capsITShared.prefix)
+	}
 	os.Exit(code)
 }
 
