@@ -131,7 +131,7 @@ func main() {
 // presizeStack grows the main goroutine's stack to 16 KiB in one step,
 // while it holds two frames. A launch otherwise grows it 2 → 4 → 8 → 16
 // KiB as it goes deeper, and each growth copies the stack and walks every
-// frame on it through tables a fresh process has not touched yet: 0.03-0.14
+// frame on it through tables a fresh process has not touched yet: 0.04-0.11
 // ms per launch on the benchmark machine (docs/launch-profile.md).
 //
 //go:noinline
