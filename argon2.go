@@ -116,13 +116,16 @@ func argon2Segment(mem []argon2Block, mode int, pass, slice, lane, lanes, laneLe
 		input[0], input[1], input[2] = uint64(pass), uint64(lane), uint64(slice)
 		input[3], input[4], input[5] = uint64(len(mem)), uint64(time), uint64(mode)
 	}
+	nextAddresses := func() { // the next 128 indexes: G(0, G(0, input)), counter bumped
+		input[6]++
+		argon2Compress(&addresses, &input, &zero, false)
+		argon2Compress(&addresses, &addresses, &zero, false)
+	}
 	index := uint32(0)
 	if pass == 0 && slice == 0 {
 		index = 2 // the two seeded blocks
 		if independent {
-			input[6]++
-			argon2Compress(&addresses, &input, &zero, false)
-			argon2Compress(&addresses, &addresses, &zero, false)
+			nextAddresses()
 		}
 	}
 	offset := lane*laneLen + slice*segLen + index
@@ -134,9 +137,7 @@ func argon2Segment(mem []argon2Block, mode int, pass, slice, lane, lanes, laneLe
 		var random uint64
 		if independent {
 			if index%argon2BlockWords == 0 {
-				input[6]++
-				argon2Compress(&addresses, &input, &zero, false)
-				argon2Compress(&addresses, &addresses, &zero, false)
+				nextAddresses()
 			}
 			random = addresses[index%argon2BlockWords]
 		} else {
@@ -180,17 +181,24 @@ func argon2RefIndex(random uint64, pass, slice, lane, index, lanes, laneLen, seg
 // XORed into out, with P the BlaMka permutation over the block's eight rows
 // and then its eight columns of 16-byte registers.
 func argon2Compress(out, x, y *argon2Block, xor bool) {
-	var q argon2Block
-	if argon2SIMD() {
-		mixBlocksSSE2(&q, x, y, &q) // q is zero: q = x ⊕ y
-		blamkaSSE4(&q)
-		if xor {
-			xorBlocksSSE2(out, x, y, &q)
-		} else {
-			mixBlocksSSE2(out, x, y, &q)
-		}
+	if !argon2SIMD() {
+		argon2CompressGeneric(out, x, y, xor)
 		return
 	}
+	var q argon2Block
+	mixBlocksSSE2(&q, x, y, &q) // q is zero: q = x ⊕ y
+	blamkaSSE4(&q)
+	if xor {
+		xorBlocksSSE2(out, x, y, &q)
+	} else {
+		mixBlocksSSE2(out, x, y, &q)
+	}
+}
+
+// argon2CompressGeneric is argon2Compress in Go, for CPUs without the
+// assembly.
+func argon2CompressGeneric(out, x, y *argon2Block, xor bool) {
+	var q argon2Block
 	for i := range q {
 		q[i] = x[i] ^ y[i]
 	}

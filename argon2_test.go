@@ -149,3 +149,23 @@ func TestNoCPUProbeAtStart(t *testing.T) {
 		}
 	}
 }
+
+// The Go compression must equal the assembly's (held to x/crypto above) on
+// CPUs that have both; elsewhere the Go one is all there is.
+func TestArgon2CompressGeneric(t *testing.T) {
+	if !argon2SIMD() {
+		t.Skip("this CPU runs the Go compression only; the x/crypto comparisons above cover it")
+	}
+	var x, y, seed argon2Block
+	for i := range x {
+		x[i], y[i], seed[i] = uint64(i)*0x9e3779b97f4a7c15, ^uint64(i)*0xc2b2ae3d27d4eb4f, uint64(i)<<33|7
+	}
+	for _, xor := range []bool{false, true} {
+		asm, gen := seed, seed
+		argon2Compress(&asm, &x, &y, xor)
+		argon2CompressGeneric(&gen, &x, &y, xor)
+		if asm != gen {
+			t.Errorf("xor=%v: the Go compression differs from the assembly's", xor)
+		}
+	}
+}
