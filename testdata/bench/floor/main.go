@@ -159,7 +159,8 @@ func attachLoop(image string, part [2]uint64) (string, error) {
 // minirun does (a bind across namespaces is refused).
 func launchSpec(src string, dir bool, part [2]uint64, argv []string) error {
 	uid, gid := unix.Getuid(), unix.Getgid()
-	binds, trees, err := specBefore()
+	home := specHome(uid)
+	binds, trees, err := specBefore(home)
 	if err != nil {
 		return err
 	}
@@ -199,18 +200,16 @@ func launchSpec(src string, dir bool, part [2]uint64, argv []string) error {
 	} else if err := unix.Mount(loopDev, stage, "squashfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 		return fmt.Errorf("mount %s: %w", loopDev, err)
 	}
-	if err := specContainer(stage, info, devs, binds, trees, uid, gid, !dir); err != nil {
+	if err := specContainer(stage, info, devs, binds, trees, uid, gid, home, !dir); err != nil {
 		return err
 	}
 	if err := specDrop(uid, gid); err != nil {
 		return err
 	}
-	if home := os.Getenv("HOME"); home != "" {
-		if fd, err := unix.Openat2(unix.AT_FDCWD, home, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}); err == nil {
-			unix.Fchdir(fd)
-			unix.Close(fd)
-		}
+	if fd, err := unix.Openat2(unix.AT_FDCWD, home, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}); err == nil {
+		unix.Fchdir(fd)
+		unix.Close(fd)
 	}
 	unix.Umask(022)
 	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)

@@ -12,7 +12,7 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"os"
+	"os/user"
 	"path"
 	"strconv"
 	"strings"
@@ -26,10 +26,19 @@ var specDevices = []struct {
 	major, minor uint32
 }{{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}}
 
+// specHome is the caller's home from the passwd database, as minirun
+// takes it: never $HOME, which the caller of a setuid copy controls.
+func specHome(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil && u.HomeDir != "" {
+		return u.HomeDir
+	}
+	return "/"
+}
+
 // specBinds are minirun's default binds for a caller whose cwd is home.
-func specBinds() []string {
+func specBinds(home string) []string {
 	binds := []string{"/tmp", "/var/tmp"}
-	if home := os.Getenv("HOME"); home != "" && home != "/" {
+	if home != "/" {
 		binds = append(binds, home)
 	}
 	return binds
@@ -37,8 +46,8 @@ func specBinds() []string {
 
 // specBefore is what happens in the host namespace: detached clones of the
 // bind sources with their attributes set (R2).
-func specBefore() ([]string, []int, error) {
-	binds := specBinds()
+func specBefore(home string) ([]string, []int, error) {
+	binds := specBinds(home)
 	trees := make([]int, len(binds))
 	for i, b := range binds {
 		t, err := unix.OpenTree(unix.AT_FDCWD, b, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
@@ -90,7 +99,7 @@ func specDevicesOpen() ([]int, error) {
 // specContainer builds the container on the mounted image at root and
 // pivots into it: /proc, /sys, /dev, the binds, the caller's passwd and
 // group entries (not root's), resolv.conf and hosts, slave, pivot, R3.
-func specContainer(root string, info []byte, devs []int, binds []string, trees []int, uid, gid int, onDevice bool) error {
+func specContainer(root string, info []byte, devs []int, binds []string, trees []int, uid, gid int, home string, onDevice bool) error {
 	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -119,7 +128,7 @@ func specContainer(root string, info []byte, devs []int, binds []string, trees [
 		unix.Close(trees[i])
 	}
 	if uid != 0 {
-		if err := specAccounts(rootFD, uid, gid); err != nil {
+		if err := specAccounts(rootFD, uid, gid, home); err != nil {
 			return err
 		}
 	}
@@ -329,7 +338,7 @@ func specBind(src string, dst int, attrs uint64) error {
 // specAccounts gives a caller who is not root an entry in the image's
 // passwd and group: each file read from the image, a line added, written to
 // a session tmpfs and bound read-only over the image's file.
-func specAccounts(rootFD, uid, gid int) error {
+func specAccounts(rootFD, uid, gid int, home string) error {
 	const session = stage + "-session"
 	unix.Mkdir(session, 0700)
 	if err := unix.Mount("tmpfs", session, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=4m,uid=0,gid=0"); err != nil {
@@ -337,7 +346,7 @@ func specAccounts(rootFD, uid, gid int) error {
 	}
 	name := "u" + strconv.Itoa(uid)
 	lines := map[string]string{
-		"/etc/passwd": name + ":x:" + strconv.Itoa(uid) + ":" + strconv.Itoa(gid) + "::" + os.Getenv("HOME") + ":/bin/sh\n",
+		"/etc/passwd": name + ":x:" + strconv.Itoa(uid) + ":" + strconv.Itoa(gid) + "::" + home + ":/bin/sh\n",
 		"/etc/group":  name + ":x:" + strconv.Itoa(gid) + ":\n",
 	}
 	for _, f := range []string{"/etc/passwd", "/etc/group"} {
